@@ -1,0 +1,41 @@
+// Package actors holds clonekv's server actors, one file each, with the
+// messages each one takes beside it. The store actor is the only place state
+// changes (sequence, map); the others feed it or follow it:
+//
+//	transport.Reader ─► Collector ─► Store ─► Committed ─► Publisher ─► transport.Writer (PUB)
+//	                                  ▲   │                 Reaper (expiry index) ─► Expire ─► Store
+//	                                  │   └───────────────► any handler registered at wiring
+//	transport.Router ─► Snapshot ─────┘ ViewRequest/View ─► transport.Send chunks back to the Router
+//	Heartbeat ─► Publisher (HUGZ)
+//
+// Actors never block on a socket; socket I/O lives in transport.
+package actors
+
+import (
+	"time"
+
+	"clonekv/kvmsg"
+)
+
+// Update is one committed change, as the store applied it. Msg.Seq is the
+// sequence the store gave it. Handlers must treat it as immutable: the
+// same value goes to every handler.
+type Update struct {
+	Msg kvmsg.Msg
+	// TTL is the ttl the client asked for (0: none). ExpiresAt is the
+	// absolute expiry the store computed from it (zero: never).
+	TTL       time.Duration
+	ExpiresAt time.Time
+	// Expired is true for the delete the store published because the key's
+	// ttl passed.
+	Expired bool
+}
+
+// Committed is what the store sends every registered handler after each
+// batch it applies, in sequence order. Done belongs to the publisher: it
+// calls it once the batch is on the wire, which returns the collector's
+// credit (nil for batches that did not come from the collector).
+type Committed struct {
+	Updates []Update
+	Done    func()
+}

@@ -1,0 +1,186 @@
+// Package kvmap is the Clone key-value map: an ordered map from key to the
+// last message stored under it, with O(1) copy-on-write views.
+//
+// One goroutine (the store actor on the server, the client's owner goroutine
+// on a client) owns a Map and mutates it; View hands out an immutable
+// snapshot in O(1) that any other goroutine may read while the owner keeps
+// writing. Reading a subtree is a range scan over the keys with that prefix,
+// not a scan of the whole map.
+//
+// Memory: an entry is stored by value in the B-tree's node arrays (48 bytes)
+// and its key, UUID, properties and body share one allocation, so a key with
+// a 16-byte body and a 16-byte UUID costs about 110 bytes of live heap.
+package kvmap
+
+import (
+	"bytes"
+
+	"github.com/tidwall/btree"
+
+	"clonekv/kvmsg"
+)
+
+// Entry is one stored message. Its byte slices alias one immutable buffer:
+// never modify them.
+type Entry struct {
+	data     []byte // key | uuid | props | body
+	seq      int64
+	keyLen   uint32
+	propsLen uint32
+	uuidLen  uint8
+}
+
+// NewEntry packs m into a stored entry, copying its frames into one buffer.
+func NewEntry(m kvmsg.Msg) Entry {
+	data := make([]byte, 0, len(m.Key)+len(m.UUID)+len(m.Props)+len(m.Body))
+	data = append(data, m.Key...)
+	data = append(data, m.UUID...)
+	data = append(data, m.Props...)
+	data = append(data, m.Body...)
+	return Entry{
+		data:     data,
+		seq:      m.Seq,
+		keyLen:   uint32(len(m.Key)),
+		uuidLen:  uint8(len(m.UUID)),
+		propsLen: uint32(len(m.Props)),
+	}
+}
+
+// Key returns the entry's key.
+func (e Entry) Key() []byte { return e.data[:e.keyLen:e.keyLen] }
+
+// Seq returns the sequence number of the update that stored the entry.
+func (e Entry) Seq() int64 { return e.seq }
+
+// UUID returns the entry's UUID frame (empty or 16 bytes).
+func (e Entry) UUID() []byte {
+	s, t := int(e.keyLen), int(e.keyLen)+int(e.uuidLen)
+	return e.data[s:t:t]
+}
+
+// Props returns the entry's raw properties frame.
+func (e Entry) Props() []byte {
+	s := int(e.keyLen) + int(e.uuidLen)
+	t := s + int(e.propsLen)
+	return e.data[s:t:t]
+}
+
+// Body returns the entry's value.
+func (e Entry) Body() []byte {
+	s := int(e.keyLen) + int(e.uuidLen) + int(e.propsLen)
+	return e.data[s:len(e.data):len(e.data)]
+}
+
+// Msg returns the entry as a message (aliasing the entry's buffer).
+func (e Entry) Msg() kvmsg.Msg {
+	return kvmsg.Msg{Key: e.Key(), Seq: e.seq, UUID: e.UUID(), Props: e.Props(), Body: e.Body()}
+}
+
+func less(a, b Entry) bool { return bytes.Compare(a.Key(), b.Key()) < 0 }
+
+// probe returns an Entry usable as a search key.
+func probe(key []byte) Entry { return Entry{data: key, keyLen: uint32(len(key))} }
+
+// Map is the mutable map. It is not safe for concurrent use: one owner
+// mutates it; others read Views.
+type Map struct {
+	tree *btree.BTreeG[Entry]
+}
+
+// New returns an empty map.
+func New() *Map {
+	return &Map{tree: btree.NewBTreeGOptions(less, btree.Options{NoLocks: true})}
+}
+
+// Apply stores m under its key, or deletes the key when m's body is empty
+// (the Clone protocol's delete). It copies m's bytes; m may be reused.
+func (m *Map) Apply(msg kvmsg.Msg) {
+	if msg.IsDelete() {
+		m.tree.Delete(probe(msg.Key))
+		return
+	}
+	m.tree.Set(NewEntry(msg))
+}
+
+// Delete removes key and reports whether it was there.
+func (m *Map) Delete(key []byte) bool {
+	_, ok := m.tree.Delete(probe(key))
+	return ok
+}
+
+// Get returns the entry stored under key.
+func (m *Map) Get(key []byte) (Entry, bool) { return m.tree.Get(probe(key)) }
+
+// Len returns the number of keys stored.
+func (m *Map) Len() int { return m.tree.Len() }
+
+// Clear removes every key.
+func (m *Map) Clear() { m.tree.Clear() }
+
+// View returns an immutable snapshot of the map in O(1). Later changes to m
+// are not visible through it, and it may be read from any goroutine (one
+// goroutine at a time per View) while m's owner keeps writing.
+func (m *Map) View() *View { return &View{tree: m.tree.Copy()} }
+
+// View is an immutable snapshot of a Map.
+type View struct {
+	tree *btree.BTreeG[Entry]
+}
+
+// Len returns the number of keys in the view.
+func (v *View) Len() int { return v.tree.Len() }
+
+// Get returns the entry stored under key in the view.
+func (v *View) Get(key []byte) (Entry, bool) { return v.tree.Get(probe(key)) }
+
+// Ascend calls fn for each entry whose key starts with prefix, in key order,
+// until fn returns false.
+func (v *View) Ascend(prefix []byte, fn func(Entry) bool) {
+	v.tree.Ascend(probe(prefix), func(e Entry) bool {
+		if !bytes.HasPrefix(e.Key(), prefix) {
+			return false
+		}
+		return fn(e)
+	})
+}
+
+// Cursor walks the entries under a prefix in key order, a few at a time, so
+// a long scan can be spread over many calls (the snapshot streamer's use).
+type Cursor struct {
+	iter    btree.IterG[Entry]
+	prefix  []byte
+	started bool
+	done    bool
+}
+
+// Cursor returns a cursor over the entries whose key starts with prefix.
+func (v *View) Cursor(prefix []byte) *Cursor {
+	return &Cursor{iter: v.tree.Iter(), prefix: prefix}
+}
+
+// Next returns the next entry under the prefix, or false when there is none.
+func (c *Cursor) Next() (Entry, bool) {
+	if c.done {
+		return Entry{}, false
+	}
+	var ok bool
+	if !c.started {
+		c.started = true
+		ok = c.iter.Seek(probe(c.prefix))
+	} else {
+		ok = c.iter.Next()
+	}
+	if !ok || !bytes.HasPrefix(c.iter.Item().Key(), c.prefix) {
+		c.Close()
+		return Entry{}, false
+	}
+	return c.iter.Item(), true
+}
+
+// Close releases the cursor. Next returns false afterwards.
+func (c *Cursor) Close() {
+	if !c.done {
+		c.done = true
+		c.iter.Release()
+	}
+}

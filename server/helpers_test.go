@@ -1,0 +1,214 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+
+	"clonekv/kvmsg"
+	"clonekv/transport"
+)
+
+// testLogger writes server logs to the test log only when -v is given.
+func testLogger(t testing.TB) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// startServer runs a server on 127.0.0.1 and a free port triple until the
+// test ends.
+func startServer(t testing.TB, cfg Config) *Server {
+	t.Helper()
+	cfg.Bind = "127.0.0.1"
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("server not ready in 10s")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("server did not stop in 15s")
+		}
+	})
+	return srv
+}
+
+// peer is a raw test client: its sockets are used only by the test's
+// goroutine.
+type peer struct {
+	t    testing.TB
+	zctx *zmq.Context
+	port int
+	socks []*zmq.Socket
+}
+
+func newPeer(t testing.TB, port int) *peer {
+	t.Helper()
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &peer{t: t, zctx: zctx, port: port}
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *peer) close() {
+	for _, s := range p.socks {
+		s.Close()
+	}
+	p.socks = nil
+	p.zctx.Term()
+}
+
+func (p *peer) connect(t zmq.Type, offset int, opts transport.Options) *zmq.Socket {
+	p.t.Helper()
+	s, err := transport.Connect(p.zctx, t, fmt.Sprintf("tcp://127.0.0.1:%d", p.port+offset), opts)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.socks = append(p.socks, s)
+	return s
+}
+
+func (p *peer) dealer() *zmq.Socket { return p.connect(zmq.DEALER, 0, transport.Options{}) }
+func (p *peer) push() *zmq.Socket   { return p.connect(zmq.PUSH, 2, transport.Options{}) }
+func (p *peer) sub(prefixes ...string) *zmq.Socket {
+	return p.connect(zmq.SUB, 1, transport.Options{Subscribe: prefixes, RcvHWM: 1 << 20})
+}
+
+// send sends frames or fails the test.
+func send(t testing.TB, s *zmq.Socket, frames ...[]byte) {
+	t.Helper()
+	if err := transport.SendMessage(s, frames, 0); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+}
+
+// set sends a KVSET.
+func set(t testing.TB, s *zmq.Socket, key, body string, props ...string) {
+	t.Helper()
+	m := kvmsg.Msg{Key: []byte(key), Body: []byte(body)}
+	for i := 0; i+1 < len(props); i += 2 {
+		m = m.SetProp(props[i], props[i+1])
+	}
+	send(t, s, m.Frames()...)
+}
+
+// recv receives one message within d.
+func recv(t testing.TB, s *zmq.Socket, d time.Duration) [][]byte {
+	t.Helper()
+	frames, err := recvWithin(s, d)
+	if err != nil {
+		t.Fatalf("recv: %v", err)
+	}
+	return frames
+}
+
+func recvWithin(s *zmq.Socket, d time.Duration) ([][]byte, error) {
+	poller := zmq.NewPoller()
+	poller.Add(s, zmq.POLLIN)
+	polled, err := poller.Poll(d)
+	if err != nil {
+		return nil, err
+	}
+	if len(polled) == 0 {
+		return nil, fmt.Errorf("nothing within %v", d)
+	}
+	frames, _, err := transport.RecvMessage(s, 0, nil)
+	return frames, err
+}
+
+// recvMsg receives one Clone message within d, skipping HUGZ.
+func recvMsg(t testing.TB, s *zmq.Socket, d time.Duration) kvmsg.Msg {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		frames := recv(t, s, time.Until(deadline))
+		m, err := kvmsg.Decode(frames, kvmsg.Limits{})
+		if err != nil {
+			t.Fatalf("decode: %v", err)
+		}
+		if string(m.Key) == kvmsg.KeyHeartbeat {
+			continue
+		}
+		return m
+	}
+}
+
+// snapshot joins through a DEALER and returns the KVSYNCs and the KTHXBAI.
+func snapshot(t testing.TB, dealer *zmq.Socket, subtree string, d time.Duration) ([]kvmsg.Msg, kvmsg.Msg) {
+	t.Helper()
+	send(t, dealer, []byte(kvmsg.CmdSnapshot), []byte(subtree))
+	var got []kvmsg.Msg
+	deadline := time.Now().Add(d)
+	for {
+		frames := recv(t, dealer, time.Until(deadline))
+		m, err := kvmsg.Decode(frames, kvmsg.Limits{})
+		if err != nil {
+			t.Fatalf("snapshot decode: %v", err)
+		}
+		if string(m.Key) == kvmsg.KeySnapshotEnd {
+			return got, m
+		}
+		got = append(got, m)
+	}
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// subscribed waits until a SUB socket really receives: it sets a key
+// until the KVPUB arrives (a SUB's subscription reaches the PUB
+// asynchronously).
+func subscribed(t testing.TB, push, sub *zmq.Socket, key string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		set(t, push, key, "ping")
+		frames, err := recvWithin(sub, 100*time.Millisecond)
+		if err == nil && len(frames) > 0 && string(frames[0]) == key {
+			// drain any further pings
+			for {
+				if _, err := recvWithin(sub, 50*time.Millisecond); err != nil {
+					return
+				}
+			}
+		}
+	}
+	t.Fatal("subscriber never received")
+}

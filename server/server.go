@@ -1,0 +1,285 @@
+// Package server wires clonekv's actors and socket adapters into a Clone
+// server (the ZeroMQ Guide's Model Five, over protoactor and libzmq):
+//
+//	srv, err := server.New(server.Config{Port: 5556})
+//	if err != nil { ... }          // a port in use, a bad option
+//	err = srv.Run(ctx)             // serves until ctx is done, then stops gracefully
+//
+// New binds the three sockets, so configuration and bind errors surface
+// before anything runs. Run spawns the actors and, when ctx ends, stops
+// taking input, publishes every update it accepted, and closes everything.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	zmq "github.com/pebbe/zmq4"
+
+	"clonekv/actors"
+	"clonekv/stats"
+	"clonekv/transport"
+)
+
+// Server is one clone server. Create it with New, run it with Run.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	port  int
+	stats *stats.Server
+
+	zctx      *zmq.Context
+	router    *zmq.Socket
+	pub       *zmq.Socket
+	collector *zmq.Socket
+
+	runOnce sync.Once
+	ready   chan struct{}
+}
+
+// New validates cfg, creates the ZeroMQ context and binds the snapshot,
+// publisher and collector sockets.
+func New(cfg Config) (*Server, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("clonekv server config: %w", err)
+	}
+	s := &Server{cfg: c, log: c.Logger, stats: &stats.Server{}, ready: make(chan struct{})}
+	if s.zctx, err = zmq.NewContext(); err != nil {
+		return nil, fmt.Errorf("zmq context: %w", err)
+	}
+	if err := s.bind(); err != nil {
+		s.zctx.Term()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Port returns the base port P the server is bound to.
+func (s *Server) Port() int { return s.port }
+
+// Stats returns the server's live counters.
+func (s *Server) Stats() *stats.Server { return s.stats }
+
+// Ready is closed once Run has spawned every actor and the server serves.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+func (s *Server) endpoint(port int) string {
+	host := s.cfg.Bind
+	if strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
+		host = "[" + host + "]"
+	}
+	return fmt.Sprintf("tcp://%s:%d", host, port)
+}
+
+// bind binds the three sockets at P, P+1, P+2, choosing P when it is 0.
+func (s *Server) bind() error {
+	if s.cfg.Port != 0 {
+		return s.bindAt(s.cfg.Port)
+	}
+	var last error
+	for try := 0; try < 100; try++ {
+		// Below Linux's ephemeral range, so outgoing connections never
+		// hold the ports we want.
+		p := 20000 + rand.IntN(12000)
+		if last = s.bindAt(p); last == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("no free port triple found: %w", last)
+}
+
+func (s *Server) bindAt(p int) error {
+	collectorType := zmq.PULL
+	var subscribe []string
+	if s.cfg.Collector == CollectorSub {
+		collectorType, subscribe = zmq.SUB, []string{""}
+	}
+	// A frame far beyond the body limit disconnects its sender rather than
+	// being buffered whole; anything up to it is received, then rejected
+	// and counted by the collector.
+	maxFrame := int64(4*s.cfg.Limits.MaxBody + 1<<20)
+	var err error
+	if s.router, err = transport.Bind(s.zctx, zmq.ROUTER, s.endpoint(p), transport.Options{
+		SndHWM: s.cfg.RouterHWM, Mandatory: true, MaxMsgSize: int64(4*s.cfg.Limits.MaxKey + 1<<16),
+	}); err != nil {
+		return fmt.Errorf("snapshot socket: %w", err)
+	}
+	if s.pub, err = transport.Bind(s.zctx, zmq.PUB, s.endpoint(p+1), transport.Options{
+		SndHWM: s.cfg.PubHWM, Linger: s.cfg.PubLinger,
+	}); err != nil {
+		s.router.Close()
+		return fmt.Errorf("publisher socket: %w", err)
+	}
+	if s.collector, err = transport.Bind(s.zctx, collectorType, s.endpoint(p+2), transport.Options{
+		RcvHWM: s.cfg.CollectorHWM, MaxMsgSize: maxFrame, Subscribe: subscribe,
+	}); err != nil {
+		s.router.Close()
+		s.pub.Close()
+		return fmt.Errorf("collector socket: %w", err)
+	}
+	s.port = p
+	return nil
+}
+
+// pids are the spawned actors, in the order they are stopped.
+type pids struct {
+	reader, router, heartbeat, reaper, collector, snapshot, store, publisher *actor.PID
+	handlers                                                                 []*actor.PID
+	writer                                                                   *actor.PID
+}
+
+// Run serves until ctx is done, then shuts down gracefully: it stops
+// reading client updates and snapshot requests, lets the store apply and the
+// publisher publish every update already accepted, closes the publisher with
+// its linger so they reach subscribers, and returns. Run may be called once.
+func (s *Server) Run(ctx context.Context) error {
+	err := errors.New("clonekv server: Run called twice")
+	s.runOnce.Do(func() { err = s.run(ctx) })
+	return err
+}
+
+func (s *Server) run(ctx context.Context) error {
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(minLevel{slog.LevelWarn, s.log.Handler()}).With("lib", "protoactor")
+	}))
+	sub := sys.EventStream.Subscribe(func(evt any) {
+		if e, ok := evt.(*actor.SupervisorEvent); ok {
+			s.log.Error("actor failed and was resumed", "actor", e.Child.Id, "reason", fmt.Sprint(e.Reason))
+		}
+	})
+	defer sys.EventStream.Unsubscribe(sub)
+
+	p, err := s.spawn(sys)
+	if err != nil {
+		return err
+	}
+	s.log.Info("clonekv server listening",
+		"snapshot", s.endpoint(s.port), "publisher", s.endpoint(s.port+1),
+		"collector", s.endpoint(s.port+2), "collector_type", s.cfg.Collector)
+	close(s.ready)
+
+	<-ctx.Done()
+	start := time.Now()
+	s.shutdown(sys, p)
+	s.log.Info("clonekv server stopped", "sequence", s.stats.Sequence.Load(),
+		"published", s.stats.UpdatesPublished.Load(), "shutdown", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func (s *Server) spawn(sys *actor.ActorSystem) (*pids, error) {
+	root := sys.Root
+	var p pids
+	var firstErr error
+	spawn := func(name string, props *actor.Props) *actor.PID {
+		pid, err := root.SpawnNamed(props, name)
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("spawn %s: %w", name, err)
+		}
+		return pid
+	}
+	resume := actor.WithGuardian(actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive { return actor.ResumeDirective }))
+	rejects := &stats.RejectLog{Stats: s.stats, Logger: s.log}
+	storeName := "store"
+	storePID := sys.NewLocalPID(storeName)
+
+	p.writer = spawn("pub-writer", transport.NewWriter(transport.WriterConfig{Socket: s.pub, Logger: s.log}).Props())
+	p.publisher = spawn("publisher", actor.PropsFromProducer(func() actor.Actor {
+		return actors.NewPublisher(actors.PublisherConfig{Writer: p.writer, Stats: s.stats})
+	}, resume))
+	reaper := &actors.Reaper{Store: storePID, Interval: s.cfg.ReapInterval}
+	p.reaper = spawn("reaper", actor.PropsFromProducer(func() actor.Actor { return reaper }, resume))
+	for _, h := range s.cfg.Handlers {
+		p.handlers = append(p.handlers, spawn(h.Name, h.Props))
+	}
+	// The handler list: the publisher first (it returns the credits), then
+	// the reaper, then extensions. Adding a built-in handler is one line here.
+	handlers := append([]*actor.PID{p.publisher, p.reaper}, p.handlers...)
+	store := actors.NewStore(actors.StoreConfig{Handlers: handlers, Stats: s.stats})
+	p.store = spawn(storeName, actor.PropsFromProducer(func() actor.Actor { return store }, resume))
+	if firstErr == nil && !p.store.Equal(storePID) {
+		firstErr = fmt.Errorf("store spawned as %v, want %v", p.store, storePID)
+	}
+	p.collector = spawn("collector", actor.PropsFromProducer(func() actor.Actor {
+		return actors.NewCollector(actors.CollectorConfig{Store: p.store, Limits: s.cfg.Limits, Stats: s.stats, Log: rejects})
+	}, resume))
+	snapshot := actors.NewSnapshot(actors.SnapshotConfig{
+		Store: p.store, Stats: s.stats, Log: rejects, Logger: s.log, MaxSubtree: s.cfg.Limits.MaxKey,
+		Router: sys.NewLocalPID("router"),
+	})
+	p.snapshot = spawn("snapshot", actor.PropsFromProducer(func() actor.Actor { return snapshot }, resume))
+	router, err := transport.NewRouter(transport.RouterConfig{Socket: s.router, Context: s.zctx, Target: p.snapshot, Logger: s.log})
+	if err != nil {
+		return nil, err
+	}
+	p.router = spawn("router", router.Props())
+	p.reader = spawn("collector-reader", transport.NewReader(transport.ReaderConfig{
+		Socket: s.collector, Target: p.collector, Credits: transport.NewCredits(s.cfg.Credits),
+		BatchMax: s.cfg.BatchMax, Logger: s.log,
+	}).Props())
+	if s.cfg.Heartbeat > 0 {
+		p.heartbeat = spawn("heartbeat", actor.PropsFromProducer(func() actor.Actor {
+			return &actors.HeartbeatSender{Publisher: p.publisher, Interval: s.cfg.Heartbeat}
+		}))
+	}
+	if firstErr != nil {
+		s.shutdown(sys, &p)
+		return nil, firstErr
+	}
+	return &p, nil
+}
+
+// shutdown stops the actors inputs first, so that everything accepted flows
+// out before the publisher closes.
+func (s *Server) shutdown(sys *actor.ActorSystem, p *pids) {
+	root := sys.Root
+	stop := func(pid *actor.PID) {
+		if pid != nil {
+			if err := root.PoisonFuture(pid).Wait(); err != nil {
+				s.log.Warn("actor did not stop cleanly", "actor", pid.Id, "err", err)
+			}
+		}
+	}
+	// 1. No new input: the collector reader (its socket closes), the
+	//    snapshot router, the timers.
+	stop(p.reader)
+	stop(p.router)
+	stop(p.heartbeat)
+	stop(p.reaper)
+	// 2. Drain the pipeline in order: every batch the collector holds goes
+	//    to the store, every commit to the publisher and handlers.
+	stop(p.collector)
+	stop(p.snapshot)
+	stop(p.store)
+	stop(p.publisher)
+	for _, h := range p.handlers {
+		stop(h)
+	}
+	// 3. The writer writes what it holds and closes the PUB with linger.
+	stop(p.writer)
+	sys.Shutdown()
+	if err := s.zctx.Term(); err != nil {
+		s.log.Warn("zmq context term", "err", err)
+	}
+}
+
+// minLevel drops records below a level (the actor library logs chatter at
+// Info that we only want at Warn and above).
+type minLevel struct {
+	min slog.Level
+	h   slog.Handler
+}
+
+func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= m.min && m.h.Enabled(ctx, l)
+}
+func (m minLevel) Handle(ctx context.Context, r slog.Record) error { return m.h.Handle(ctx, r) }
+func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler          { return minLevel{m.min, m.h.WithAttrs(a)} }
+func (m minLevel) WithGroup(g string) slog.Handler               { return minLevel{m.min, m.h.WithGroup(g)} }

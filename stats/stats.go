@@ -1,0 +1,166 @@
+// Package stats holds the server's counters: plain atomics that the actors
+// update and that anything (tests, the metrics endpoint, logs) may read at
+// any time. It also rate-limits the log lines for rejected input, so that a
+// flood of bad messages costs a counter increment each, not a log line each.
+package stats
+
+import (
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Source names where rejected input arrived.
+type Source string
+
+const (
+	SourceCollector Source = "collector" // KVSET on P+2
+	SourceSnapshot  Source = "snapshot"  // requests on the ROUTER at P
+)
+
+// Server is the set of counters one server keeps. The zero value is ready.
+type Server struct {
+	UpdatesAccepted  atomic.Int64 // KVSETs that passed validation and got a sequence
+	UpdatesPublished atomic.Int64 // KVPUBs written to the PUB socket (updates and expiries)
+	Expirations      atomic.Int64 // keys deleted by the reaper
+	HeartbeatsSent   atomic.Int64 // HUGZ written
+	Sequence         atomic.Int64 // the store's current sequence
+	Keys             atomic.Int64 // keys stored
+	SnapshotsServed  atomic.Int64 // KTHXBAIs delivered
+	SnapshotKeys     atomic.Int64 // KVSYNCs delivered
+	SnapshotNanos    atomic.Int64 // total time from request to KTHXBAI handed to the socket
+	SnapshotsAborted atomic.Int64 // streams abandoned because the peer went away
+	StreamsInFlight  atomic.Int64 // snapshot streams being sent now
+	StoreBacklog     atomic.Int64 // update batches handed to the store and not yet applied
+
+	mu      sync.Mutex
+	rejects map[rejectKey]*atomic.Int64
+}
+
+type rejectKey struct {
+	source Source
+	reason string
+}
+
+// Rejected counts one rejected message and returns the new count for its
+// source and reason.
+func (s *Server) Rejected(src Source, reason string) int64 {
+	return s.rejectCounter(src, reason).Add(1)
+}
+
+func (s *Server) rejectCounter(src Source, reason string) *atomic.Int64 {
+	k := rejectKey{src, reason}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rejects == nil {
+		s.rejects = make(map[rejectKey]*atomic.Int64)
+	}
+	c := s.rejects[k]
+	if c == nil {
+		c = new(atomic.Int64)
+		s.rejects[k] = c
+	}
+	return c
+}
+
+// RejectCount is one row of Rejects.
+type RejectCount struct {
+	Source Source
+	Reason string
+	Count  int64
+}
+
+// Rejects returns every reject counter, sorted by source and reason.
+func (s *Server) Rejects() []RejectCount {
+	s.mu.Lock()
+	out := make([]RejectCount, 0, len(s.rejects))
+	for k, c := range s.rejects {
+		out = append(out, RejectCount{k.source, k.reason, c.Load()})
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Source != out[j].Source {
+			return out[i].Source < out[j].Source
+		}
+		return out[i].Reason < out[j].Reason
+	})
+	return out
+}
+
+// RejectedTotal returns the number of rejected messages from src (all
+// sources when src is empty).
+func (s *Server) RejectedTotal(src Source) int64 {
+	var n int64
+	for _, r := range s.Rejects() {
+		if src == "" || r.Source == src {
+			n += r.Count
+		}
+	}
+	return n
+}
+
+// RejectLog counts rejected input and logs it, at most Burst lines per
+// Interval per source; the lines it holds back are summed into the next line
+// it lets through. It is safe for concurrent use.
+type RejectLog struct {
+	Stats    *Server
+	Logger   *slog.Logger
+	Burst    int           // lines per interval; default 5
+	Interval time.Duration // default 1s
+
+	mu     sync.Mutex
+	window map[Source]*logWindow
+}
+
+type logWindow struct {
+	start      time.Time
+	logged     int
+	suppressed int64
+}
+
+// Reject counts a rejected message from src and logs why, rate-limited.
+// attrs describe the message (peer, sizes); err says what was wrong.
+func (l *RejectLog) Reject(src Source, reason string, err error, attrs ...any) {
+	l.Stats.Rejected(src, reason)
+	suppressed, ok := l.allow(src, time.Now())
+	if !ok {
+		return
+	}
+	args := append([]any{"source", string(src), "reason", reason, "err", err}, attrs...)
+	if suppressed > 0 {
+		args = append(args, "suppressed_since_last", suppressed)
+	}
+	l.Logger.Warn("rejected input", args...)
+}
+
+func (l *RejectLog) allow(src Source, now time.Time) (suppressed int64, ok bool) {
+	burst, interval := l.Burst, l.Interval
+	if burst <= 0 {
+		burst = 5
+	}
+	if interval <= 0 {
+		interval = time.Second
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.window == nil {
+		l.window = make(map[Source]*logWindow)
+	}
+	w := l.window[src]
+	if w == nil {
+		w = &logWindow{start: now}
+		l.window[src] = w
+	}
+	if now.Sub(w.start) >= interval {
+		w.start, w.logged = now, 0
+	}
+	if w.logged >= burst {
+		w.suppressed++
+		return 0, false
+	}
+	w.logged++
+	suppressed, w.suppressed = w.suppressed, 0
+	return suppressed, true
+}

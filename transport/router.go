@@ -1,0 +1,317 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	zmq "github.com/pebbe/zmq4"
+)
+
+// Request is one message received on the ROUTER: the peer's routing
+// identity and the frames after it.
+type Request struct {
+	Peer   []byte
+	Frames [][]byte // at most MaxFrames-1 kept
+	Count  int      // the real number of frames after the identity
+}
+
+// Send asks the Router to deliver Msgs (each message's frames, without the
+// identity) to Peer, in order. When all are handed to the socket, or the
+// peer is gone, the Router sends *Sent{Tag, Err} to ReplyTo.
+type Send struct {
+	Peer    []byte
+	Msgs    [][][]byte
+	ReplyTo *actor.PID
+	Tag     any
+}
+
+// Sent reports the outcome of a Send.
+type Sent struct {
+	Tag any
+	Err error // nil, ErrPeerGone or ErrStopped
+}
+
+// Errors reported in Sent.
+var (
+	ErrPeerGone = errors.New("transport: peer is not connected")
+	ErrStopped  = errors.New("transport: router stopped")
+)
+
+// RouterConfig configures a Router.
+type RouterConfig struct {
+	Socket  *zmq.Socket  // bound ROUTER with ROUTER_MANDATORY set; the Router owns it
+	Context *zmq.Context // for the inproc wake-up pipe
+	Target  *actor.PID   // receives *Request
+	// Quantum is how many messages one peer may send before the next peer
+	// gets a turn, so concurrent snapshot streams interleave. Default 64.
+	Quantum int
+	// Retry is how long to wait before retrying peers whose queue at the
+	// socket was full. Default 1ms.
+	Retry  time.Duration
+	Logger *slog.Logger
+}
+
+// Router is the socket adapter for the snapshot ROUTER, a socket that is
+// read and written. Its goroutine polls the ROUTER and an inproc wake-up
+// pipe: requests go to Target as *Request; *Send batches queue per peer and
+// are written round-robin, a quantum per peer per turn. The socket has
+// ROUTER_MANDATORY set, so a peer whose pipe is full makes the send fail with
+// EAGAIN instead of silently dropping the message: that peer waits and
+// retries while the others go on. This is how a large snapshot is paced:
+// every message arrives and a slow reader delays only itself.
+type Router struct {
+	cfg     RouterConfig
+	ch      chan *Send
+	pending atomic.Bool
+	wakeTx  *zmq.Socket // used only by the actor's Receive (one at a time)
+	wakeRx  *zmq.Socket // used only by the goroutine
+	own     *owner
+	wakeEP  string
+}
+
+var routerSeq atomic.Int64
+
+// NewRouter creates the adapter and its wake-up pipe.
+func NewRouter(cfg RouterConfig) (*Router, error) {
+	if cfg.Quantum <= 0 {
+		cfg.Quantum = 64
+	}
+	if cfg.Retry <= 0 {
+		cfg.Retry = time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Router{cfg: cfg, ch: make(chan *Send, 1024), own: newOwner()}
+	r.wakeEP = fmt.Sprintf("inproc://clonekv-router-wake-%d", routerSeq.Add(1))
+	var err error
+	if r.wakeRx, err = Bind(cfg.Context, zmq.PULL, r.wakeEP, Options{}); err != nil {
+		return nil, fmt.Errorf("router wake pipe: %w", err)
+	}
+	if r.wakeTx, err = Connect(cfg.Context, zmq.PUSH, r.wakeEP, Options{}); err != nil {
+		r.wakeRx.Close()
+		return nil, fmt.Errorf("router wake pipe: %w", err)
+	}
+	return r, nil
+}
+
+// Props spawns the adapter. The same Router is kept across restarts.
+func (r *Router) Props() *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return r }, actor.WithGuardian(resumeAlways()))
+}
+
+// Receive queues *Send batches for the goroutine.
+func (r *Router) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		root := c.ActorSystem().Root
+		r.own.start(func() { r.run(root) })
+	case *Send:
+		select {
+		case r.ch <- m:
+			r.wake()
+		case <-r.own.done:
+			root := c.ActorSystem().Root
+			if m.ReplyTo != nil {
+				root.Send(m.ReplyTo, &Sent{Tag: m.Tag, Err: ErrStopped})
+			}
+		}
+	case *actor.Stopping:
+		r.own.halt(r.wake, func() {
+			r.cfg.Socket.Close()
+			r.wakeRx.Close()
+		})
+		r.wakeTx.Close()
+	}
+}
+
+// wake makes the goroutine's poll return. Wake-ups coalesce: at most one
+// byte is in the pipe at a time.
+func (r *Router) wake() {
+	if r.pending.CompareAndSwap(false, true) {
+		if _, err := r.wakeTx.SendBytes([]byte{1}, zmq.DONTWAIT); err != nil && !IsAgain(err) {
+			r.cfg.Logger.Error("router wake failed", "err", err)
+		}
+	}
+}
+
+// peerQueue is the ordered list of batches waiting for one peer.
+type peerQueue struct {
+	peer    []byte
+	batches []*Send
+	next    int  // index of the next message of batches[0]
+	full    bool // the last send hit the peer's high-water mark
+}
+
+func (r *Router) run(root *actor.RootContext) {
+	sock := r.cfg.Socket
+	defer sock.Close()
+	defer r.wakeRx.Close()
+
+	poller := zmq.NewPoller()
+	poller.Add(sock, zmq.POLLIN)
+	poller.Add(r.wakeRx, zmq.POLLIN)
+
+	queues := make(map[string]*peerQueue)
+	var order []*peerQueue // round-robin order of non-empty queues
+	frames := make([][]byte, 0, MaxFrames)
+	out := make([][]byte, 0, 8)
+
+	defer func() {
+		for _, q := range order {
+			r.fail(root, q, ErrStopped)
+		}
+	}()
+
+	for {
+		timeout := time.Duration(-1)
+		if len(order) > 0 {
+			timeout = 0
+			allFull := true
+			for _, q := range order {
+				if !q.full {
+					allFull = false
+					break
+				}
+			}
+			if allFull {
+				timeout = r.cfg.Retry
+			}
+		}
+		polled, err := poller.Poll(timeout)
+		if err != nil {
+			if IsTerm(err) {
+				return
+			}
+			if !IsInterrupted(err) {
+				r.cfg.Logger.Error("router poll failed", "err", err)
+				time.Sleep(10 * time.Millisecond)
+			}
+			continue
+		}
+		for _, p := range polled {
+			if p.Socket == r.wakeRx {
+				for {
+					if _, err := r.wakeRx.RecvBytes(zmq.DONTWAIT); err != nil {
+						break
+					}
+				}
+				// Reset before draining: a Send queued after this point
+				// wakes us again, so none is left unseen.
+				r.pending.Store(false)
+				select {
+				case <-r.own.stop:
+					return
+				default:
+				}
+			drain:
+				for {
+					select {
+					case s := <-r.ch:
+						q := queues[string(s.Peer)]
+						if q == nil {
+							q = &peerQueue{peer: s.Peer}
+							queues[string(s.Peer)] = q
+							order = append(order, q)
+						}
+						q.batches = append(q.batches, s)
+					default:
+						break drain
+					}
+				}
+			}
+			if p.Socket == sock {
+				// Read at most a quantum of requests per turn so that a
+				// request flood cannot starve the streams.
+				for i := 0; i < r.cfg.Quantum; i++ {
+					var n int
+					frames, n, err = RecvMessage(sock, zmq.DONTWAIT, frames)
+					if err != nil {
+						if IsTerm(err) {
+							return
+						}
+						break
+					}
+					req := &Request{Peer: frames[0], Frames: append([][]byte(nil), frames[1:]...), Count: n - 1}
+					root.Send(r.cfg.Target, req)
+				}
+			}
+		}
+		// One turn of sending: each peer a quantum, in order.
+		kept := order[:0]
+		for _, q := range order {
+			q.full = false
+			done, err := r.sendQuantum(root, sock, q, out)
+			if err != nil {
+				if IsTerm(err) {
+					return
+				}
+				r.fail(root, q, ErrPeerGone)
+				delete(queues, string(q.peer))
+				continue
+			}
+			if done {
+				delete(queues, string(q.peer))
+				continue
+			}
+			kept = append(kept, q)
+		}
+		for i := len(kept); i < len(order); i++ {
+			order[i] = nil
+		}
+		order = kept
+	}
+}
+
+// sendQuantum writes up to a quantum of q's messages. It returns done when
+// q is empty, and an error when the peer is gone (or the socket is).
+func (r *Router) sendQuantum(root *actor.RootContext, sock *zmq.Socket, q *peerQueue, out [][]byte) (done bool, err error) {
+	for sent := 0; sent < r.cfg.Quantum; {
+		if len(q.batches) == 0 {
+			return true, nil
+		}
+		b := q.batches[0]
+		if q.next == len(b.Msgs) {
+			if b.ReplyTo != nil {
+				root.Send(b.ReplyTo, &Sent{Tag: b.Tag})
+			}
+			q.batches[0] = nil
+			q.batches = q.batches[1:]
+			q.next = 0
+			continue
+		}
+		out = append(append(out[:0], q.peer), b.Msgs[q.next]...)
+		if err := SendMessage(sock, out, zmq.DONTWAIT); err != nil {
+			if IsAgain(err) {
+				q.full = true
+				return false, nil
+			}
+			return false, err
+		}
+		q.next++
+		sent++
+	}
+	// Report a batch that the quantum completed exactly.
+	if len(q.batches) > 0 && q.next == len(q.batches[0].Msgs) {
+		b := q.batches[0]
+		if b.ReplyTo != nil {
+			root.Send(b.ReplyTo, &Sent{Tag: b.Tag})
+		}
+		q.batches = q.batches[1:]
+		q.next = 0
+	}
+	return len(q.batches) == 0, nil
+}
+
+func (r *Router) fail(root *actor.RootContext, q *peerQueue, err error) {
+	for _, b := range q.batches {
+		if b.ReplyTo != nil {
+			root.Send(b.ReplyTo, &Sent{Tag: b.Tag, Err: err})
+		}
+	}
+	q.batches = nil
+}

@@ -1,0 +1,129 @@
+package transport
+
+import (
+	"fmt"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+// Options are the socket options an adapter sets before binding or
+// connecting. Zero values leave libzmq's defaults, except Linger, where the
+// zero value means "drop unsent messages at close" (libzmq's default of
+// waiting forever can hang shutdown).
+type Options struct {
+	SndHWM      int           // send high-water mark in messages; 0 = libzmq default (1000)
+	RcvHWM      int           // receive high-water mark in messages; 0 = libzmq default (1000)
+	Linger      time.Duration // how long Close waits to flush unsent messages
+	MaxMsgSize  int64         // largest inbound frame; a peer sending more is disconnected; 0 = unlimited
+	Subscribe   []string      // SUB sockets: prefixes to subscribe to
+	Mandatory   bool          // ROUTER: report unroutable and full peers instead of dropping
+	Immediate   bool          // queue only to completed connections
+	Identity    string        // DEALER/ROUTER routing id
+	CurveServer *CurveServer  // enable CURVE as the server side
+	CurveClient *CurveClient  // enable CURVE as the client side
+}
+
+// CurveServer holds a server's CURVE secret key (Z85).
+type CurveServer struct {
+	SecretKey string
+	Domain    string // ZAP domain the server's authenticator checks clients in ("*" when empty)
+}
+
+// CurveClient holds what a client needs to talk CURVE to a server (all Z85).
+type CurveClient struct {
+	ServerKey string
+	PublicKey string
+	SecretKey string
+}
+
+// NewSocket creates a socket of type t in zctx with opts applied.
+func NewSocket(zctx *zmq.Context, t zmq.Type, opts Options) (*zmq.Socket, error) {
+	sock, err := zctx.NewSocket(t)
+	if err != nil {
+		return nil, fmt.Errorf("new %v socket: %w", t, err)
+	}
+	if err := applyOptions(sock, opts); err != nil {
+		sock.Close()
+		return nil, fmt.Errorf("%v socket options: %w", t, err)
+	}
+	return sock, nil
+}
+
+func applyOptions(sock *zmq.Socket, o Options) error {
+	if err := sock.SetLinger(o.Linger); err != nil {
+		return fmt.Errorf("linger: %w", err)
+	}
+	if o.SndHWM > 0 {
+		if err := sock.SetSndhwm(o.SndHWM); err != nil {
+			return fmt.Errorf("sndhwm: %w", err)
+		}
+	}
+	if o.RcvHWM > 0 {
+		if err := sock.SetRcvhwm(o.RcvHWM); err != nil {
+			return fmt.Errorf("rcvhwm: %w", err)
+		}
+	}
+	if o.MaxMsgSize > 0 {
+		if err := sock.SetMaxmsgsize(o.MaxMsgSize); err != nil {
+			return fmt.Errorf("maxmsgsize: %w", err)
+		}
+	}
+	if o.Mandatory {
+		if err := sock.SetRouterMandatory(1); err != nil {
+			return fmt.Errorf("router_mandatory: %w", err)
+		}
+	}
+	if o.Immediate {
+		if err := sock.SetImmediate(true); err != nil {
+			return fmt.Errorf("immediate: %w", err)
+		}
+	}
+	if o.Identity != "" {
+		if err := sock.SetIdentity(o.Identity); err != nil {
+			return fmt.Errorf("identity: %w", err)
+		}
+	}
+	if c := o.CurveServer; c != nil {
+		if err := sock.ServerAuthCurve(c.Domain, c.SecretKey); err != nil {
+			return fmt.Errorf("curve server: %w", err)
+		}
+	}
+	if c := o.CurveClient; c != nil {
+		if err := sock.ClientAuthCurve(c.ServerKey, c.PublicKey, c.SecretKey); err != nil {
+			return fmt.Errorf("curve client: %w", err)
+		}
+	}
+	for _, prefix := range o.Subscribe {
+		if err := sock.SetSubscribe(prefix); err != nil {
+			return fmt.Errorf("subscribe %q: %w", prefix, err)
+		}
+	}
+	return nil
+}
+
+// Bind creates a socket and binds it to endpoint.
+func Bind(zctx *zmq.Context, t zmq.Type, endpoint string, opts Options) (*zmq.Socket, error) {
+	sock, err := NewSocket(zctx, t, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := sock.Bind(endpoint); err != nil {
+		sock.Close()
+		return nil, fmt.Errorf("bind %v to %s: %w", t, endpoint, err)
+	}
+	return sock, nil
+}
+
+// Connect creates a socket and connects it to endpoint.
+func Connect(zctx *zmq.Context, t zmq.Type, endpoint string, opts Options) (*zmq.Socket, error) {
+	sock, err := NewSocket(zctx, t, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := sock.Connect(endpoint); err != nil {
+		sock.Close()
+		return nil, fmt.Errorf("connect %v to %s: %w", t, endpoint, err)
+	}
+	return sock, nil
+}
