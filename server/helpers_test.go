@@ -61,9 +61,9 @@ func startServer(t testing.TB, cfg Config) *Server {
 // peer is a raw test client: its sockets are used only by the test's
 // goroutine.
 type peer struct {
-	t    testing.TB
-	zctx *zmq.Context
-	port int
+	t     testing.TB
+	zctx  *zmq.Context
+	port  int
 	socks []*zmq.Socket
 }
 
