@@ -1,0 +1,101 @@
+package baseline
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"clonekv/kvmsg"
+)
+
+// handleSnapshot answers one snapshot request, as the seed's s_snapshots:
+// every stored key under the subtree (a full walk of the map, unpaced), then
+// KTHXBAI with the current sequence and the subtree as body.
+func (s *Server) handleSnapshot() error {
+	frames, err := recvFrames(s.snapshot, 0, s.frames)
+	if err != nil {
+		return fmt.Errorf("baseline: receive snapshot request: %w", err)
+	}
+	if len(frames) != 3 || string(frames[1]) != kvmsg.CmdSnapshot {
+		s.badMsgs.Add(1)
+		s.log.Debug("ignoring bad snapshot request", "frames", len(frames))
+		return nil
+	}
+	identity, subtree := frames[0], string(frames[2])
+	for key, m := range s.kvmap {
+		if strings.HasPrefix(key, subtree) {
+			if err := sendFrames(s.snapshot, identity, m.Frames()); err != nil {
+				return fmt.Errorf("baseline: send KVSYNC %q: %w", key, err)
+			}
+		}
+	}
+	end := kvmsg.Msg{Key: []byte(kvmsg.KeySnapshotEnd), Seq: s.sequence, Body: frames[2]}
+	if err := sendFrames(s.snapshot, identity, end.Frames()); err != nil {
+		return fmt.Errorf("baseline: send KTHXBAI: %w", err)
+	}
+	s.snapshots.Add(1)
+	s.log.Debug("sent snapshot", "sequence", s.sequence, "subtree", subtree)
+	return nil
+}
+
+// handleCollector sequences, publishes and stores one client update, as the
+// seed's s_collector.
+func (s *Server) handleCollector() error {
+	frames, err := recvFrames(s.collector, 0, s.frames)
+	if err != nil {
+		return fmt.Errorf("baseline: receive update: %w", err)
+	}
+	m, err := kvmsg.Decode(frames, kvmsg.DefaultLimits)
+	if err != nil {
+		s.badMsgs.Add(1)
+		s.log.Debug("ignoring bad update", "err", err)
+		return nil
+	}
+	s.sequence++
+	m.Seq = s.sequence
+	if err := sendFrames(s.publisher, nil, m.Frames()); err != nil {
+		return fmt.Errorf("baseline: publish update %d: %w", m.Seq, err)
+	}
+	s.updates.Add(1)
+	if ttl, err := m.TTL(); err == nil && ttl > 0 {
+		expiry := time.Now().UnixMilli() + ttl.Milliseconds()
+		m = m.SetProp(kvmsg.PropTTL, strconv.FormatInt(expiry, 10))
+	}
+	s.store(m)
+	return nil
+}
+
+// store applies m to the map as kvmsg_store does: an empty body deletes.
+func (s *Server) store(m kvmsg.Msg) {
+	if m.IsDelete() {
+		delete(s.kvmap, string(m.Key))
+		return
+	}
+	s.kvmap[string(m.Key)] = m
+}
+
+// flushTTL is the seed's s_flush_ttl: scan every key, parse its absolute
+// expiry, and publish and remove each one that has passed.
+func (s *Server) flushTTL(now time.Time) error {
+	nowMs := now.UnixMilli()
+	for key, m := range s.kvmap {
+		raw, ok := kvmsg.LookupProp(m.Props, kvmsg.PropTTL)
+		if !ok {
+			continue
+		}
+		expiry, err := strconv.ParseInt(string(raw), 10, 64)
+		if err != nil || expiry == 0 || nowMs < expiry {
+			continue
+		}
+		s.sequence++
+		m.Seq = s.sequence
+		m.Body = nil
+		if err := sendFrames(s.publisher, nil, m.Frames()); err != nil {
+			return fmt.Errorf("baseline: publish delete %q: %w", key, err)
+		}
+		delete(s.kvmap, key)
+		s.expired.Add(1)
+	}
+	return nil
+}
