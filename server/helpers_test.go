@@ -212,3 +212,5 @@ func subscribed(t testing.TB, push, sub *zmq.Socket, key string) {
 	}
 	t.Fatal("subscriber never received")
 }
+
+type zsock = *zmq.Socket

@@ -1,0 +1,52 @@
+# clonekv: `make run` starts the server with defaults, `make test` runs every
+# test. Both install libzmq first when pkg-config cannot find it.
+
+GO        ?= go
+BIN       ?= bin
+PREFIX    ?= /usr/local
+FUZZTIME  ?= 10s
+export CGO_ENABLED = 1
+
+.PHONY: all deps build run lint test test-race test-heavy fuzz bench bench-quick soak install clean
+
+all: build
+
+# deps: libzmq and pkg-config, through apt, only when missing.
+deps:
+	@if ! pkg-config --exists libzmq 2>/dev/null; then \
+		echo "libzmq not found by pkg-config: installing libzmq3-dev pkg-config"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y libzmq3-dev pkg-config; \
+	fi
+
+build: deps
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# run: the server in the foreground with its defaults (ports 5556-5558 on all
+# interfaces). Pass flags with ARGS, e.g. make run ARGS="--bind 127.0.0.1".
+run: build
+	./$(BIN)/clonesrv $(ARGS)
+
+lint: deps
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+# test: lint, then every test with the race detector, then the
+# million-key tests (too slow under -race) without it, then short fuzzing.
+test: lint test-race test-heavy fuzz
+
+test-race: deps
+	$(GO) test -race -count=1 -timeout 10m ./...
+
+test-heavy: deps
+	$(GO) test -count=1 -timeout 10m -run 'Million' ./server/
+
+fuzz: deps
+	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./kvmsg/
+	$(GO) test -run='^$$' -fuzz='^FuzzProps$$' -fuzztime=$(FUZZTIME) ./kvmsg/
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BIN)/* $(DESTDIR)$(PREFIX)/bin/
+
+clean:
+	rm -rf $(BIN)
