@@ -41,7 +41,15 @@ func TestAgainstBaseline(t *testing.T) {
 		}
 	}()
 
-	rec := newRecorder(t, srv.Port()+1, "/client/")
+	checkGuideClients(ctx, t, srv.Port())
+	t.Logf("server: %+v", srv.Stats())
+}
+
+// checkGuideClients runs two Guide clients against the server at port, one
+// from the start and one joining a second later, and checks each ends with
+// the server's state (see TestAgainstBaseline).
+func checkGuideClients(ctx context.Context, t *testing.T, port int) {
+	rec := newRecorder(t, port+1, "/client/")
 
 	type outcome struct {
 		name string
@@ -57,7 +65,7 @@ func TestAgainstBaseline(t *testing.T) {
 		cctx, ccancel := context.WithTimeout(ctx, length)
 		defer ccancel()
 		res, err := guideclient.Run(cctx, guideclient.Config{
-			Port: srv.Port(), Interval: 50 * time.Millisecond, Rand: rand.New(rand.NewPCG(seed, seed)),
+			Port: port, Interval: 50 * time.Millisecond, Rand: rand.New(rand.NewPCG(seed, seed)),
 		})
 		done <- outcome{name, res, err}
 	}
@@ -77,7 +85,7 @@ func TestAgainstBaseline(t *testing.T) {
 		if out.err != nil {
 			t.Fatalf("%s client: %v", out.name, out.err)
 		}
-		snap, snapSeq, err := guideclient.Snapshot(ctx, "tcp://127.0.0.1", srv.Port(), "/client/", 3*time.Second)
+		snap, snapSeq, err := guideclient.Snapshot(ctx, "tcp://127.0.0.1", port, "/client/", 3*time.Second)
 		if err != nil {
 			t.Fatalf("snapshot after %s client: %v", out.name, err)
 		}
@@ -115,11 +123,7 @@ func TestAgainstBaseline(t *testing.T) {
 		t.Logf("%s client: joined at %d with %d keys; ended with %d keys at %d (server snapshot at %d); sent %d, received %d, discarded %d",
 			out.name, res.Joined, res.Snapshot, len(res.Map), res.Sequence, snapSeq, res.Sent, res.Received, res.Discarded)
 	}
-	st := srv.Stats()
-	t.Logf("server: %+v; recorder saw %d deletes", st, rec.deletes)
-	if st.Expired == 0 {
-		t.Log("no key expired during the run (ttl=1/2 keys are rare but expected)")
-	}
+	t.Logf("recorder saw %d deletes", rec.deletes)
 }
 
 // recorder is a SUB that keeps every published update by sequence.
