@@ -62,6 +62,25 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// Close releases the sockets of a server that will not be Run. After Run
+// has been called it does nothing (Run cleans up when its context ends).
+func (s *Server) Close() error {
+	closed := false
+	s.runOnce.Do(func() {
+		closed = true
+		s.router.Close()
+		s.pub.Close()
+		s.collector.Close()
+	})
+	if !closed {
+		return nil
+	}
+	if err := s.zctx.Term(); err != nil {
+		return fmt.Errorf("zmq context term: %w", err)
+	}
+	return nil
+}
+
 // Port returns the base port P the server is bound to.
 func (s *Server) Port() int { return s.port }
 

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+
+	"clonekv/kvmsg"
+	"clonekv/server"
+	"clonekv/transport"
+)
+
+// buildServer builds clonesrv into a temporary directory.
+func buildServer(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "clonesrv")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// freePort finds a free base port triple on 127.0.0.1.
+func freePort(t *testing.T) int {
+	t.Helper()
+	srv, err := server.New(server.Config{Bind: "127.0.0.1", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := srv.Port()
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// TestSignalsStopGracefully: SIGINT and SIGTERM make clonesrv publish what
+// it accepted, close its sockets and exit 0 within 2 s.
+func TestSignalsStopGracefully(t *testing.T) {
+	bin := buildServer(t)
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			port := freePort(t)
+			var stderr bytes.Buffer
+			cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--log-format", "json")
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Process.Kill()
+
+			// One update through, so the server is known to be serving.
+			zctx, _ := zmq.NewContext()
+			defer zctx.Term()
+			push, err := transport.Connect(zctx, zmq.PUSH, fmt.Sprintf("tcp://127.0.0.1:%d", port+2), transport.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer push.Close()
+			dealer, err := transport.Connect(zctx, zmq.DEALER, fmt.Sprintf("tcp://127.0.0.1:%d", port), transport.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dealer.Close()
+			if err := transport.SendMessage(push, kvmsg.Msg{Key: []byte("/sig"), Body: []byte("1")}.Frames(), 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := dealer.SetRcvtimeo(200 * time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for seq := int64(0); seq < 1; {
+				if time.Now().After(deadline) {
+					t.Fatalf("server never stored the update; stderr:\n%s", stderr.String())
+				}
+				transport.SendMessage(dealer, [][]byte{[]byte(kvmsg.CmdSnapshot), []byte("/sig")}, 0)
+				for {
+					f, _, err := transport.RecvMessage(dealer, 0, nil)
+					if err != nil {
+						break
+					}
+					if string(f[0]) == kvmsg.KeySnapshotEnd {
+						m, _ := kvmsg.Decode(f, kvmsg.Limits{})
+						seq = m.Seq
+						break
+					}
+				}
+			}
+
+			start := time.Now()
+			if err := cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("exit after %v: %v; stderr:\n%s", sig, err, stderr.String())
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("still running 5 s after %v", sig)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("took %v to exit after %v, want < 2s", d, sig)
+			}
+			if !strings.Contains(stderr.String(), `"msg":"clonekv server stopped"`) || !strings.Contains(stderr.String(), `"published":1`) {
+				t.Errorf("no clean stop logged:\n%s", stderr.String())
+			}
+		})
+	}
+}
