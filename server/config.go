@@ -57,6 +57,11 @@ type Config struct {
 	BatchMax int
 	Credits  int
 
+	// Curve turns on CURVE encryption and, with an allow list, client
+	// authentication on all three sockets (nil: off, as the Guide's
+	// clients expect). See curve.go.
+	Curve *CurveConfig
+
 	// Handlers are extra actors that receive every *actors.Committed batch,
 	// after the built-in ones. See README "Adding a handler".
 	Handlers []Handler
@@ -121,6 +126,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.Logger == nil {
 		out.Logger = slog.Default()
+	}
+	if err := out.Curve.validate(); err != nil {
+		return out, err
 	}
 	seen := map[string]bool{}
 	for _, h := range out.Handlers {

@@ -39,6 +39,7 @@ type Server struct {
 	router    *zmq.Socket
 	pub       *zmq.Socket
 	collector *zmq.Socket
+	guards    *guards // ZAP handler (CURVE) and socket monitor: curve.go, monitor.go
 
 	runOnce sync.Once
 	ready   chan struct{}
@@ -55,8 +56,18 @@ func New(cfg Config) (*Server, error) {
 	if s.zctx, err = zmq.NewContext(); err != nil {
 		return nil, fmt.Errorf("zmq context: %w", err)
 	}
-	if err := s.bind(); err != nil {
+	if s.guards, err = newGuards(s.zctx, c.Curve, s.log, s.stats); err != nil {
 		s.zctx.Term()
+		return nil, err
+	}
+	if err := s.bind(); err != nil {
+		s.guards.close()
+		s.zctx.Term()
+		return nil, err
+	}
+	if err := s.guards.watch(s.zctx, []string{"snapshot", "publisher", "collector"},
+		[]*zmq.Socket{s.router, s.pub, s.collector}); err != nil {
+		s.Close()
 		return nil, err
 	}
 	return s, nil
@@ -71,6 +82,7 @@ func (s *Server) Close() error {
 		s.router.Close()
 		s.pub.Close()
 		s.collector.Close()
+		s.guards.close()
 	})
 	if !closed {
 		return nil
@@ -86,6 +98,10 @@ func (s *Server) Port() int { return s.port }
 
 // Stats returns the server's live counters.
 func (s *Server) Stats() *stats.Server { return s.stats }
+
+// Peers returns the connections of each server socket, as the socket
+// monitor saw them.
+func (s *Server) Peers() []SocketPeers { return s.guards.Peers() }
 
 // Ready is closed once Run has spawned every actor and the server serves.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
@@ -127,18 +143,21 @@ func (s *Server) bindAt(p int) error {
 	maxFrame := int64(4*s.cfg.Limits.MaxBody + 1<<20)
 	var err error
 	if s.router, err = transport.Bind(s.zctx, zmq.ROUTER, s.endpoint(p), transport.Options{
-		SndHWM: s.cfg.RouterHWM, Mandatory: true, MaxMsgSize: int64(4*s.cfg.Limits.MaxKey + 1<<16),
+		CurveServer: s.cfg.Curve.curveServer(),
+		SndHWM:      s.cfg.RouterHWM, Mandatory: true, MaxMsgSize: int64(4*s.cfg.Limits.MaxKey + 1<<16),
 	}); err != nil {
 		return fmt.Errorf("snapshot socket: %w", err)
 	}
 	if s.pub, err = transport.Bind(s.zctx, zmq.PUB, s.endpoint(p+1), transport.Options{
-		SndHWM: s.cfg.PubHWM, Linger: s.cfg.PubLinger,
+		CurveServer: s.cfg.Curve.curveServer(),
+		SndHWM:      s.cfg.PubHWM, Linger: s.cfg.PubLinger,
 	}); err != nil {
 		s.router.Close()
 		return fmt.Errorf("publisher socket: %w", err)
 	}
 	if s.collector, err = transport.Bind(s.zctx, collectorType, s.endpoint(p+2), transport.Options{
-		RcvHWM: s.cfg.CollectorHWM, MaxMsgSize: maxFrame, Subscribe: subscribe,
+		CurveServer: s.cfg.Curve.curveServer(),
+		RcvHWM:      s.cfg.CollectorHWM, MaxMsgSize: maxFrame, Subscribe: subscribe,
 	}); err != nil {
 		s.router.Close()
 		s.pub.Close()
@@ -176,6 +195,7 @@ func (s *Server) run(ctx context.Context) error {
 	})
 	defer sys.EventStream.Unsubscribe(sub)
 
+	s.guards.start()
 	p, err := s.spawn(sys)
 	if err != nil {
 		return err
@@ -183,6 +203,10 @@ func (s *Server) run(ctx context.Context) error {
 	s.log.Info("clonekv server listening",
 		"snapshot", s.endpoint(s.port), "publisher", s.endpoint(s.port+1),
 		"collector", s.endpoint(s.port+2), "collector_type", s.cfg.Collector)
+	if s.cfg.Curve != nil {
+		pub, _ := s.cfg.Curve.PublicKey()
+		s.log.Info("CURVE on", "server_public_key", pub, "allowed_clients", len(s.cfg.Curve.AllowedClients))
+	}
 	close(s.ready)
 
 	<-ctx.Done()
@@ -287,6 +311,7 @@ func (s *Server) shutdown(sys *actor.ActorSystem, p *pids) {
 	if err := s.zctx.Term(); err != nil {
 		s.log.Warn("zmq context term", "err", err)
 	}
+	s.guards.wait()
 }
 
 // minLevel drops records below a level (the actor library logs chatter at
