@@ -1,6 +1,8 @@
 package actors
 
 import (
+	"encoding/binary"
+
 	"github.com/asynkron/protoactor-go/actor"
 
 	"clonekv/kvmsg"
@@ -35,21 +37,31 @@ func (p *Publisher) Receive(ctx actor.Context) {
 		ctx.Send(p.cfg.Writer, &transport.Outbound{Msgs: EncodeUpdates(m.Updates), Done: m.Done})
 		p.cfg.Stats.UpdatesPublished.Add(int64(len(m.Updates)))
 	case *Heartbeat:
-		hugz := kvmsg.Msg{Key: []byte(kvmsg.KeyHeartbeat)}
-		ctx.Send(p.cfg.Writer, &transport.Outbound{Msgs: [][][]byte{hugz.Frames()}})
+		hugz := &transport.Flat{}
+		hugz.Add([]byte(kvmsg.KeyHeartbeat), make([]byte, kvmsg.SeqLen), nil, nil, nil)
+		ctx.Send(p.cfg.Writer, &transport.Outbound{Msgs: hugz})
 		p.cfg.Stats.HeartbeatsSent.Add(1)
 	}
 }
 
-// EncodeUpdates returns the wire frames of each update.
-func EncodeUpdates(ups []Update) [][][]byte {
-	frames := make([][]byte, 0, len(ups)*kvmsg.NumFrames)
-	seqs := make([]byte, len(ups)*kvmsg.SeqLen)
-	msgs := make([][][]byte, len(ups))
+// EncodeUpdates lays the updates' wire frames out flat, in order: one
+// buffer for all their bytes, one for the frame sizes.
+func EncodeUpdates(ups []Update) *transport.Flat {
+	size := 0
 	for i := range ups {
-		start := len(frames)
-		frames = ups[i].Msg.AppendFrames(frames, seqs[i*kvmsg.SeqLen:])
-		msgs[i] = frames[start:len(frames):len(frames)]
+		m := &ups[i].Msg
+		size += len(m.Key) + kvmsg.SeqLen + len(m.UUID) + len(m.Props) + len(m.Body)
 	}
-	return msgs
+	f := &transport.Flat{
+		Data:   make([]byte, 0, size),
+		Sizes:  make([]uint64, 0, len(ups)*kvmsg.NumFrames),
+		PerMsg: kvmsg.NumFrames,
+	}
+	var seq [kvmsg.SeqLen]byte
+	for i := range ups {
+		m := &ups[i].Msg
+		binary.BigEndian.PutUint64(seq[:], uint64(m.Seq))
+		f.Add(m.Key, seq[:], m.UUID, m.Props, m.Body)
+	}
+	return f
 }

@@ -77,11 +77,9 @@ type stream struct {
 // chunk is one batch of a stream's messages; its buffers are reused once the
 // router has written it.
 type chunk struct {
-	s      *stream
-	msgs   [][][]byte
-	frames [][]byte
-	seqs   []byte
-	final  bool
+	s     *stream
+	msgs  transport.Flat
+	final bool
 }
 
 // NewSnapshot returns the snapshot responder actor.
@@ -180,7 +178,7 @@ func (a *Snapshot) fill(ctx actor.Context, s *stream) {
 	for s.inflight < a.cfg.InFlight && !s.finished {
 		ch := a.produce(s)
 		s.inflight++
-		ctx.Send(a.cfg.Router, &transport.Send{Peer: s.peer, Msgs: ch.msgs, ReplyTo: ctx.Self(), Tag: ch})
+		ctx.Send(a.cfg.Router, &transport.Send{Peer: s.peer, Msgs: &ch.msgs, ReplyTo: ctx.Self(), Tag: ch})
 	}
 }
 
@@ -192,15 +190,14 @@ func (a *Snapshot) produce(s *stream) *chunk {
 	if k := len(s.spare); k > 0 {
 		ch, s.spare = s.spare[k-1], s.spare[:k-1]
 	} else {
-		ch = &chunk{
-			s:      s,
-			msgs:   make([][][]byte, 0, n+1),
-			frames: make([][]byte, 0, (n+1)*kvmsg.NumFrames),
-			seqs:   make([]byte, (n+1)*kvmsg.SeqLen),
-		}
+		ch = &chunk{s: s, msgs: transport.Flat{
+			Data:   make([]byte, 0, 64*(n+1)),
+			Sizes:  make([]uint64, 0, (n+1)*kvmsg.NumFrames),
+			PerMsg: kvmsg.NumFrames,
+		}}
 	}
-	ch.msgs, ch.frames = ch.msgs[:0], ch.frames[:0]
-	for len(ch.msgs) < n {
+	ch.msgs.Reset()
+	for ch.msgs.Len() < n {
 		e, ok := s.cur.Next()
 		if !ok {
 			end := kvmsg.Msg{Key: []byte(kvmsg.KeySnapshotEnd), Seq: s.seq, Body: s.subtree}
@@ -215,12 +212,9 @@ func (a *Snapshot) produce(s *stream) *chunk {
 }
 
 func (ch *chunk) add(key []byte, seq int64, uuid, props, body []byte) {
-	i := len(ch.msgs)
-	sb := ch.seqs[i*kvmsg.SeqLen : (i+1)*kvmsg.SeqLen : (i+1)*kvmsg.SeqLen]
-	binary.BigEndian.PutUint64(sb, uint64(seq))
-	start := len(ch.frames)
-	ch.frames = append(ch.frames, key, sb, uuid, props, body)
-	ch.msgs = append(ch.msgs, ch.frames[start:len(ch.frames):len(ch.frames)])
+	var sb [kvmsg.SeqLen]byte
+	binary.BigEndian.PutUint64(sb[:], uint64(seq))
+	ch.msgs.Add(key, sb[:], uuid, props, body)
 }
 
 func (a *Snapshot) sent(ctx actor.Context, ch *chunk, err error) {

@@ -100,9 +100,9 @@ func TestMillionKeySnapshot(t *testing.T) {
 			r.err = err
 			return
 		}
-		var frames [][]byte
+		rx := transport.NewReceiver(dealer)
 		for {
-			frames, _, err = transport.RecvMessage(dealer, 0, frames)
+			frames, _, err := rx.Recv(0)
 			if err != nil {
 				r.err = fmt.Errorf("after %d KVSYNCs: %w", r.syncs, err)
 				return

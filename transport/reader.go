@@ -71,11 +71,12 @@ func (r *Reader) run(root *actor.RootContext) {
 	defer sock.Close()
 	poller := zmq.NewPoller()
 	poller.Add(sock, zmq.POLLIN)
+	rx := NewReceiver(sock)
 	for {
 		if !r.cfg.Credits.Acquire(r.own.stop) {
 			return
 		}
-		batch, ok := r.readBatch(sock, poller)
+		batch, ok := r.readBatch(rx, poller)
 		if !ok {
 			r.cfg.Credits.Release()
 			return
@@ -87,7 +88,7 @@ func (r *Reader) run(root *actor.RootContext) {
 // readBatch waits for at least one message (checking for stop every
 // PollInterval) and drains up to BatchMax. It returns false when the reader
 // must stop.
-func (r *Reader) readBatch(sock *zmq.Socket, poller *zmq.Poller) (*Inbound, bool) {
+func (r *Reader) readBatch(rx *Receiver, poller *zmq.Poller) (*Inbound, bool) {
 	for {
 		select {
 		case <-r.own.stop:
@@ -114,7 +115,7 @@ func (r *Reader) readBatch(sock *zmq.Socket, poller *zmq.Poller) (*Inbound, bool
 			Done:   r.cfg.Credits.Release,
 		}
 		for len(in.Msgs) < r.cfg.BatchMax {
-			frames, n, err := RecvMessage(sock, zmq.DONTWAIT, make([][]byte, 0, 5))
+			frames, n, err := rx.Recv(zmq.DONTWAIT)
 			if err != nil {
 				if IsTerm(err) {
 					return nil, false
@@ -124,7 +125,7 @@ func (r *Reader) readBatch(sock *zmq.Socket, poller *zmq.Poller) (*Inbound, bool
 				}
 				break
 			}
-			in.Msgs = append(in.Msgs, frames)
+			in.Msgs = append(in.Msgs, Clone(frames))
 			in.Counts = append(in.Counts, n)
 		}
 		if len(in.Msgs) > 0 {

@@ -19,12 +19,13 @@ type Request struct {
 	Count  int      // the real number of frames after the identity
 }
 
-// Send asks the Router to deliver Msgs (each message's frames, without the
-// identity) to Peer, in order. When all are handed to the socket, or the
-// peer is gone, the Router sends *Sent{Tag, Err} to ReplyTo.
+// Send asks the Router to deliver Msgs (without the identity frame) to
+// Peer, in order. When all are handed to the socket, or the peer is gone,
+// the Router sends *Sent{Tag, Err} to ReplyTo. Msgs must not change until
+// then.
 type Send struct {
 	Peer    []byte
-	Msgs    [][][]byte
+	Msgs    *Flat
 	ReplyTo *actor.PID
 	Tag     any
 }
@@ -158,8 +159,7 @@ func (r *Router) run(root *actor.RootContext) {
 
 	queues := make(map[string]*peerQueue)
 	var order []*peerQueue // round-robin order of non-empty queues
-	frames := make([][]byte, 0, MaxFrames)
-	out := make([][]byte, 0, 8)
+	rx := NewReceiver(sock)
 
 	defer func() {
 		for _, q := range order {
@@ -228,15 +228,15 @@ func (r *Router) run(root *actor.RootContext) {
 				// Read at most a quantum of requests per turn so that a
 				// request flood cannot starve the streams.
 				for i := 0; i < r.cfg.Quantum; i++ {
-					var n int
-					frames, n, err = RecvMessage(sock, zmq.DONTWAIT, frames)
+					frames, n, err := rx.Recv(zmq.DONTWAIT)
 					if err != nil {
 						if IsTerm(err) {
 							return
 						}
 						break
 					}
-					req := &Request{Peer: frames[0], Frames: append([][]byte(nil), frames[1:]...), Count: n - 1}
+					frames = Clone(frames)
+					req := &Request{Peer: frames[0], Frames: frames[1:], Count: n - 1}
 					root.Send(r.cfg.Target, req)
 				}
 			}
@@ -245,7 +245,7 @@ func (r *Router) run(root *actor.RootContext) {
 		kept := order[:0]
 		for _, q := range order {
 			q.full = false
-			done, err := r.sendQuantum(root, sock, q, out)
+			done, err := r.sendQuantum(root, sock, q)
 			if err != nil {
 				if IsTerm(err) {
 					return
@@ -269,40 +269,27 @@ func (r *Router) run(root *actor.RootContext) {
 
 // sendQuantum writes up to a quantum of q's messages. It returns done when
 // q is empty, and an error when the peer is gone (or the socket is).
-func (r *Router) sendQuantum(root *actor.RootContext, sock *zmq.Socket, q *peerQueue, out [][]byte) (done bool, err error) {
-	for sent := 0; sent < r.cfg.Quantum; {
-		if len(q.batches) == 0 {
-			return true, nil
-		}
+func (r *Router) sendQuantum(root *actor.RootContext, sock *zmq.Socket, q *peerQueue) (done bool, err error) {
+	for budget := r.cfg.Quantum; budget > 0 && len(q.batches) > 0; {
 		b := q.batches[0]
-		if q.next == len(b.Msgs) {
+		n, err := SendFlat(sock, b.Msgs, q.next, budget, q.peer, zmq.DONTWAIT)
+		q.next += n
+		budget -= n
+		if q.next >= b.Msgs.Len() {
 			if b.ReplyTo != nil {
 				root.Send(b.ReplyTo, &Sent{Tag: b.Tag})
 			}
 			q.batches[0] = nil
 			q.batches = q.batches[1:]
 			q.next = 0
-			continue
 		}
-		out = append(append(out[:0], q.peer), b.Msgs[q.next]...)
-		if err := SendMessage(sock, out, zmq.DONTWAIT); err != nil {
+		if err != nil {
 			if IsAgain(err) {
 				q.full = true
 				return false, nil
 			}
 			return false, err
 		}
-		q.next++
-		sent++
-	}
-	// Report a batch that the quantum completed exactly.
-	if len(q.batches) > 0 && q.next == len(q.batches[0].Msgs) {
-		b := q.batches[0]
-		if b.ReplyTo != nil {
-			root.Send(b.ReplyTo, &Sent{Tag: b.Tag})
-		}
-		q.batches = q.batches[1:]
-		q.next = 0
 	}
 	return len(q.batches) == 0, nil
 }

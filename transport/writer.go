@@ -10,7 +10,7 @@ import (
 // Outbound is a batch of messages for a Writer. Done, when not nil, is
 // called once every message has been handed to the socket.
 type Outbound struct {
-	Msgs [][][]byte
+	Msgs *Flat
 	Done func()
 }
 
@@ -74,17 +74,22 @@ func (w *Writer) run() {
 	sock := w.cfg.Socket
 	defer sock.Close()
 	for out := range w.ch {
-		for _, m := range out.Msgs {
-			if err := SendMessage(sock, m, 0); err != nil {
+		for from := 0; from < out.Msgs.Len(); {
+			n, err := SendFlat(sock, out.Msgs, from, 0, nil, 0)
+			from += n
+			if err != nil {
 				if IsTerm(err) {
 					w.drain(out)
 					return
 				}
-				w.cfg.Logger.Error("publish failed", "err", err)
+				if !IsInterrupted(err) {
+					w.cfg.Logger.Error("publish failed", "err", err)
+					from++ // skip the message that failed
+				}
 			}
 		}
 		if w.cfg.OnSent != nil {
-			w.cfg.OnSent(len(out.Msgs))
+			w.cfg.OnSent(out.Msgs.Len())
 		}
 		if out.Done != nil {
 			out.Done()
