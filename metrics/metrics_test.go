@@ -1,0 +1,290 @@
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+
+	"clonekv/kvmsg"
+	"clonekv/server"
+	"clonekv/transport"
+)
+
+// startServer runs a server with metrics and the HTTP endpoints on
+// 127.0.0.1 until the test ends.
+func startServer(t *testing.T, cfg server.Config) (*server.Server, string) {
+	t.Helper()
+	m := New()
+	cfg.Bind = "127.0.0.1"
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Handlers = append(cfg.Handlers, m.Handler())
+	srv, err := server.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Watch(srv); err != nil {
+		t.Fatal(err)
+	}
+	hs, err := Listen("127.0.0.1:0", HTTPHandler(HTTPConfig{Gatherer: m.Registry}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("server did not stop in 15s")
+		}
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		if err := hs.Shutdown(sctx); err != nil {
+			t.Error(err)
+		}
+	})
+	select {
+	case <-srv.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("server not ready in 10s")
+	}
+	return srv, "http://" + hs.Addr()
+}
+
+func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("/metrics: %s", resp.Status)
+	}
+	var p expfmt.TextParser
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	return fams
+}
+
+// value returns the sample of family name whose labels are exactly
+// labels ("k=v" pairs), or -1 when absent. Summaries give their count.
+func value(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
+	f := fams[name]
+	if f == nil {
+		return -1
+	}
+next:
+	for _, m := range f.Metric {
+		if len(m.Label) != len(labels) {
+			continue
+		}
+		for i, l := range m.Label {
+			if l.GetName()+"="+l.GetValue() != labels[i] {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue()
+		case m.Gauge != nil:
+			return m.Gauge.GetValue()
+		case m.Summary != nil:
+			return float64(m.Summary.GetSampleCount())
+		}
+	}
+	return -1
+}
+
+func connect(t *testing.T, zctx *zmq.Context, typ zmq.Type, port int, opts transport.Options) *zmq.Socket {
+	t.Helper()
+	s, err := transport.Connect(zctx, typ, fmt.Sprintf("tcp://127.0.0.1:%d", port), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func send(t *testing.T, s *zmq.Socket, frames [][]byte) {
+	t.Helper()
+	if err := transport.SendMessage(s, frames, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMetricsMatchScriptedWorkload: after 1,000 accepted updates (990 sets,
+// 3 of them with a ttl, 10 deletes), 3 rejected ones, 3 expiries and 2
+// snapshots, /metrics reports exactly that, from both the stats collector
+// and the Committed handler.
+func TestMetricsMatchScriptedWorkload(t *testing.T) {
+	srv, base := startServer(t, server.Config{Heartbeat: -1})
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { zctx.Term() })
+	connect(t, zctx, zmq.SUB, srv.Port()+1, transport.Options{Subscribe: []string{"nothing-matches"}}) // one subscriber
+	push := connect(t, zctx, zmq.PUSH, srv.Port()+2, transport.Options{})
+	dealer := connect(t, zctx, zmq.DEALER, srv.Port(), transport.Options{})
+
+	for i := range 1000 {
+		var m kvmsg.Msg
+		switch {
+		case i < 987: // 987 sets over k/000..k/099
+			m = kvmsg.Msg{Key: fmt.Appendf(nil, "k/%03d", i%100), Body: fmt.Appendf(nil, "v%d", i)}
+		case i < 990: // 3 sets with a ttl of 1 s
+			m = kvmsg.Msg{Key: fmt.Appendf(nil, "t/%d", i), Body: []byte("brief")}.SetProp("ttl", "1")
+		default: // 10 deletes: k/000..k/009
+			m = kvmsg.Msg{Key: fmt.Appendf(nil, "k/%03d", i-990)}
+		}
+		send(t, push, m.Frames())
+		switch i {
+		case 100:
+			send(t, push, m.Frames()[:4]) // rejected: frame_count
+		case 200:
+			send(t, push, kvmsg.Msg{Key: []byte(strings.Repeat("x", 256)), Body: []byte("v")}.Frames()) // key_too_long
+		case 300:
+			send(t, push, kvmsg.Msg{Key: []byte("k/bad"), Body: []byte("v")}.SetProp("ttl", "soon").Frames()) // ttl
+		}
+	}
+	// The three ttl keys expire about 1 s later: 1,003 sequence numbers.
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.Stats().Sequence.Load() != 1003 {
+		if time.Now().After(deadline) {
+			t.Fatalf("sequence %d, want 1003 (accepted %d, rejected %d)", srv.Stats().Sequence.Load(),
+				srv.Stats().UpdatesAccepted.Load(), srv.Stats().RejectedTotal(""))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for range 2 {
+		send(t, dealer, [][]byte{[]byte(kvmsg.CmdSnapshot), []byte("k/")})
+		n := 0
+		for {
+			if err := dealer.SetRcvtimeo(5 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+			f, _, err := transport.RecvMessage(dealer, 0, nil)
+			if err != nil {
+				t.Fatalf("snapshot after %d keys: %v", n, err)
+			}
+			if string(f[0]) == kvmsg.KeySnapshotEnd {
+				break
+			}
+			n++
+		}
+		if n != 90 {
+			t.Fatalf("snapshot of k/ has %d keys, want 90", n)
+		}
+	}
+
+	// Handlers and counters settle asynchronously; wait for the last of
+	// them, then compare one scrape exactly.
+	var fams map[string]*dto.MetricFamily
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		fams = scrape(t, base)
+		if value(fams, "clonekv_committed_last_sequence") == 1003 && value(fams, "clonekv_updates_published_total") == 1003 &&
+			value(fams, "clonekv_snapshots_served_total") == 2 && value(fams, "clonekv_connections", "socket=publisher") == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			break // the table below says which one is off
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, w := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"clonekv_updates_accepted_total", nil, 1000},
+		{"clonekv_updates_published_total", nil, 1003},
+		{"clonekv_updates_rejected_total", []string{"reason=frame_count", "source=collector"}, 1},
+		{"clonekv_updates_rejected_total", []string{"reason=key_too_long", "source=collector"}, 1},
+		{"clonekv_updates_rejected_total", []string{"reason=ttl", "source=collector"}, 1},
+		{"clonekv_expirations_total", nil, 3},
+		{"clonekv_heartbeats_sent_total", nil, 0},
+		{"clonekv_sequence", nil, 1003},
+		{"clonekv_keys", nil, 90},
+		{"clonekv_snapshots_served_total", nil, 2},
+		{"clonekv_snapshot_keys_total", nil, 180},
+		{"clonekv_snapshot_duration_seconds", nil, 2},
+		{"clonekv_snapshots_aborted_total", nil, 0},
+		{"clonekv_snapshot_streams_in_flight", nil, 0},
+		{"clonekv_store_mailbox_batches", nil, 0},
+		{"clonekv_connections", []string{"socket=publisher"}, 1},
+		{"clonekv_connections", []string{"socket=collector"}, 1},
+		{"clonekv_connections", []string{"socket=snapshot"}, 1},
+		{"clonekv_committed_updates_total", []string{"kind=set"}, 990},
+		{"clonekv_committed_updates_total", []string{"kind=delete"}, 10},
+		{"clonekv_committed_updates_total", []string{"kind=expire"}, 3},
+		{"clonekv_committed_last_sequence", nil, 1003},
+	} {
+		if got := value(fams, w.name, w.labels...); got != w.want {
+			t.Errorf("%s%v = %v, want %v", w.name, w.labels, got, w.want)
+		}
+	}
+	if n := len(fams["clonekv_updates_rejected_total"].GetMetric()); n != 3 {
+		t.Errorf("%d reject series, want 3", n)
+	}
+	if value(fams, "go_goroutines") <= 0 {
+		t.Error("no Go runtime metrics")
+	}
+}
+
+// TestHTTPEndpoints: the probes follow their checks and pprof is only
+// there when asked for.
+func TestHTTPEndpoints(t *testing.T) {
+	notReady := fmt.Errorf("shutting down")
+	for _, tc := range []struct {
+		pprof      bool
+		ready      error
+		path       string
+		wantStatus int
+		wantBody   string
+	}{
+		{false, nil, "/healthz", 200, "ok"},
+		{false, nil, "/readyz", 200, "ok"},
+		{false, notReady, "/readyz", 503, "shutting down"},
+		{false, notReady, "/healthz", 200, "ok"},
+		{false, nil, "/metrics", 200, "clonekv_committed_batches_total 0"},
+		{false, nil, "/debug/pprof/", 404, ""},
+		{true, nil, "/debug/pprof/", 200, "goroutine"},
+	} {
+		t.Run(fmt.Sprintf("%s pprof=%v ready=%v", tc.path, tc.pprof, tc.ready), func(t *testing.T) {
+			m := New()
+			ready := tc.ready
+			hs, err := Listen("127.0.0.1:0", HTTPHandler(HTTPConfig{
+				Gatherer: m.Registry, Pprof: tc.pprof, Ready: func() error { return ready },
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer hs.Shutdown(context.Background())
+			c := http.Client{Timeout: 5 * time.Second}
+			resp, err := c.Get("http://" + hs.Addr() + tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.wantStatus || !strings.Contains(string(body), tc.wantBody) {
+				t.Errorf("GET %s: %d %q, want %d containing %q", tc.path, resp.StatusCode, body, tc.wantStatus, tc.wantBody)
+			}
+		})
+	}
+}
