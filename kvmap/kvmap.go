@@ -7,13 +7,16 @@
 // writing. Reading a subtree is a range scan over the keys with that prefix,
 // not a scan of the whole map.
 //
-// Memory: an entry is stored by value in the B-tree's node arrays (48 bytes)
-// and its key, UUID, properties and body share one allocation, so a key with
-// a 16-byte body and a 16-byte UUID costs about 110 bytes of live heap.
+// Memory: an entry is stored by value in the B-tree's node arrays (32 bytes)
+// and its key, UUID, properties and body share one allocation, so a 12-byte
+// key with a 16-byte body and a 16-byte UUID costs about 116 bytes of live
+// heap (48 for the buffer, the rest the entry in half- to fully-filled
+// B-tree leaves).
 package kvmap
 
 import (
 	"bytes"
+	"unsafe"
 
 	"github.com/tidwall/btree"
 
@@ -22,32 +25,51 @@ import (
 
 // Entry is one stored message. Its byte slices alias one immutable buffer:
 // never modify them.
+//
+// An entry is 32 bytes, stored by value in the B-tree's node arrays: a
+// pointer to the start of its buffer (key | uuid | props | body) instead of
+// a 24-byte slice header, and 32-bit sizes. Keys are capped at 65535 bytes
+// (the server's limit is far lower) and bodies plus properties at 4 GiB.
 type Entry struct {
-	data     []byte // key | uuid | props | body
+	data     *byte // first byte of key | uuid | props | body; nil when all are empty
 	seq      int64
-	keyLen   uint32
+	size     uint32 // total bytes at data
 	propsLen uint32
+	keyLen   uint16
 	uuidLen  uint8
 }
 
 // NewEntry packs m into a stored entry, copying its frames into one buffer.
 func NewEntry(m kvmsg.Msg) Entry {
-	data := make([]byte, 0, len(m.Key)+len(m.UUID)+len(m.Props)+len(m.Body))
-	data = append(data, m.Key...)
-	data = append(data, m.UUID...)
-	data = append(data, m.Props...)
-	data = append(data, m.Body...)
-	return Entry{
-		data:     data,
+	size := len(m.Key) + len(m.UUID) + len(m.Props) + len(m.Body)
+	e := Entry{
 		seq:      m.Seq,
-		keyLen:   uint32(len(m.Key)),
+		size:     uint32(size),
+		keyLen:   uint16(len(m.Key)),
 		uuidLen:  uint8(len(m.UUID)),
 		propsLen: uint32(len(m.Props)),
 	}
+	if size > 0 {
+		data := make([]byte, 0, size)
+		data = append(data, m.Key...)
+		data = append(data, m.UUID...)
+		data = append(data, m.Props...)
+		data = append(data, m.Body...)
+		e.data = &data[0]
+	}
+	return e
+}
+
+// bytes returns the entry's whole buffer.
+func (e Entry) bytes() []byte {
+	if e.data == nil {
+		return nil
+	}
+	return unsafe.Slice(e.data, e.size)
 }
 
 // Key returns the entry's key.
-func (e Entry) Key() []byte { return e.data[:e.keyLen:e.keyLen] }
+func (e Entry) Key() []byte { return e.bytes()[:e.keyLen:e.keyLen] }
 
 // Seq returns the sequence number of the update that stored the entry.
 func (e Entry) Seq() int64 { return e.seq }
@@ -55,20 +77,21 @@ func (e Entry) Seq() int64 { return e.seq }
 // UUID returns the entry's UUID frame (empty or 16 bytes).
 func (e Entry) UUID() []byte {
 	s, t := int(e.keyLen), int(e.keyLen)+int(e.uuidLen)
-	return e.data[s:t:t]
+	return e.bytes()[s:t:t]
 }
 
 // Props returns the entry's raw properties frame.
 func (e Entry) Props() []byte {
 	s := int(e.keyLen) + int(e.uuidLen)
 	t := s + int(e.propsLen)
-	return e.data[s:t:t]
+	return e.bytes()[s:t:t]
 }
 
 // Body returns the entry's value.
 func (e Entry) Body() []byte {
 	s := int(e.keyLen) + int(e.uuidLen) + int(e.propsLen)
-	return e.data[s:len(e.data):len(e.data)]
+	b := e.bytes()
+	return b[s:len(b):len(b)]
 }
 
 // Msg returns the entry as a message (aliasing the entry's buffer).
@@ -79,7 +102,12 @@ func (e Entry) Msg() kvmsg.Msg {
 func less(a, b Entry) bool { return bytes.Compare(a.Key(), b.Key()) < 0 }
 
 // probe returns an Entry usable as a search key.
-func probe(key []byte) Entry { return Entry{data: key, keyLen: uint32(len(key))} }
+func probe(key []byte) Entry {
+	if len(key) == 0 {
+		return Entry{}
+	}
+	return Entry{data: &key[0], size: uint32(len(key)), keyLen: uint16(len(key))}
+}
 
 // Map is the mutable map. It is not safe for concurrent use: one owner
 // mutates it; others read Views.
