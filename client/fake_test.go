@@ -1,0 +1,200 @@
+package client
+
+import (
+	"fmt"
+	"maps"
+	"sort"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+
+	"clonekv/kvmsg"
+	"clonekv/transport"
+)
+
+// fakeServer is a scriptable clone server (ROUTER + PUB) for misbehaviour a
+// real server does not show on demand: skipped sequences, a restart without
+// a disconnect, silence. One goroutine owns its sockets; the test drives it
+// through cmds.
+type fakeServer struct {
+	port int
+	cmds chan func(*fakeState)
+	done chan struct{}
+}
+
+type fakeState struct {
+	pub  *zmq.Socket
+	kv   map[string]string
+	seq  int64
+	hugz bool
+}
+
+// publish stores key=value under the next sequence and publishes it unless
+// drop is set (a lost update, as the PUB's high-water mark loses them).
+func (f *fakeState) publish(key, value string, drop bool) {
+	f.seq++
+	f.kv[key] = value
+	if !drop {
+		m := kvmsg.Msg{Key: []byte(key), Seq: f.seq, Body: []byte(value)}
+		_ = transport.SendMessage(f.pub, m.Frames(), zmq.DONTWAIT)
+	}
+}
+
+func startFake(t testing.TB) *fakeServer {
+	t.Helper()
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var router, pub *zmq.Socket
+	port := 0
+	for try := 0; try < 50 && port == 0; try++ {
+		p := freePort(t)
+		router, err = transport.Bind(zctx, zmq.ROUTER, fmt.Sprintf("tcp://127.0.0.1:%d", p), transport.Options{})
+		if err != nil {
+			continue
+		}
+		if pub, err = transport.Bind(zctx, zmq.PUB, fmt.Sprintf("tcp://127.0.0.1:%d", p+1), transport.Options{}); err != nil {
+			router.Close()
+			continue
+		}
+		port = p
+	}
+	if port == 0 {
+		t.Fatalf("no port for the fake server: %v", err)
+	}
+	f := &fakeServer{port: port, cmds: make(chan func(*fakeState)), done: make(chan struct{})}
+	stop := make(chan struct{})
+	go func() {
+		defer close(f.done)
+		defer zctx.Term()
+		defer pub.Close()
+		defer router.Close()
+		st := &fakeState{pub: pub, kv: map[string]string{}, hugz: true}
+		poller := zmq.NewPoller()
+		poller.Add(router, zmq.POLLIN)
+		nextHugz := time.Now()
+		for {
+			select {
+			case <-stop:
+				return
+			case cmd := <-f.cmds:
+				cmd(st)
+				continue
+			default:
+			}
+			if st.hugz && time.Now().After(nextHugz) {
+				m := kvmsg.Msg{Key: []byte(kvmsg.KeyHeartbeat)}
+				_ = transport.SendMessage(pub, m.Frames(), zmq.DONTWAIT)
+				nextHugz = time.Now().Add(50 * time.Millisecond)
+			}
+			polled, err := poller.Poll(5 * time.Millisecond)
+			if err != nil || len(polled) == 0 {
+				continue
+			}
+			frames, _, err := transport.RecvMessage(router, zmq.DONTWAIT, nil)
+			if err != nil || len(frames) != 3 || string(frames[1]) != kvmsg.CmdSnapshot {
+				continue
+			}
+			keys := make([]string, 0, len(st.kv))
+			for k := range st.kv {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				m := kvmsg.Msg{Key: []byte(k), Seq: st.seq, Body: []byte(st.kv[k])}
+				_ = transport.SendMessage(router, append([][]byte{frames[0]}, m.Frames()...), 0)
+			}
+			end := kvmsg.Msg{Key: []byte(kvmsg.KeySnapshotEnd), Seq: st.seq, Body: frames[2]}
+			_ = transport.SendMessage(router, append([][]byte{frames[0]}, end.Frames()...), 0)
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-f.done })
+	return f
+}
+
+func (f *fakeServer) endpoint() string { return fmt.Sprintf("tcp://127.0.0.1:%d", f.port) }
+
+// do runs fn in the fake's goroutine and waits for it.
+func (f *fakeServer) do(fn func(*fakeState)) {
+	ran := make(chan struct{})
+	f.cmds <- func(s *fakeState) { fn(s); close(ran) }
+	<-ran
+}
+
+func (f *fakeServer) state() (map[string]string, int64) {
+	var kv map[string]string
+	var seq int64
+	f.do(func(s *fakeState) { kv, seq = maps.Clone(s.kv), s.seq })
+	return kv, seq
+}
+
+// waitSame waits until the client is synced at the fake's sequence, then
+// requires equal maps.
+func (f *fakeServer) waitSame(t testing.TB, c *Client) {
+	t.Helper()
+	want, seq := f.state()
+	waitFor(t, 5*time.Second, fmt.Sprintf("client synced at %d", seq), func() bool {
+		st := c.Stats()
+		return st.Synced && st.Seq == seq
+	})
+	if got := c.Snapshot().Map(); !maps.Equal(got, want) {
+		t.Fatalf("client differs from the fake server at %d:\n%s", seq, diffMaps(got, want))
+	}
+}
+
+// TestGapAndBackwards drives the three sequence faults: a lost update (gap),
+// a restart without a disconnect (sequence backwards), and HUGZ, which carry
+// sequence 0 and must not count as either.
+func TestGapAndBackwards(t *testing.T) {
+	t.Parallel()
+	f := startFake(t)
+	f.do(func(s *fakeState) {
+		for i := range 10 {
+			s.publish(fmt.Sprintf("k%d", i), "v", false)
+		}
+	})
+	c := dial(t, Options{Endpoints: []string{f.endpoint()}, HeartbeatTimeout: 400 * time.Millisecond})
+	events := c.Watch(t.Context())
+	f.waitSame(t, c)
+	time.Sleep(300 * time.Millisecond) // several HUGZ (seq 0) go by
+	if st := c.Stats(); st.Resyncs != 0 || st.Heartbeats == 0 {
+		t.Fatalf("HUGZ must be heard and not count as a sequence fault: %+v", st)
+	}
+
+	// Gap: update 12 is lost on the way, 13 arrives.
+	f.do(func(s *fakeState) {
+		s.publish("k1", "a", false)
+		s.publish("k2", "lost", true)
+		s.publish("k3", "c", false)
+	})
+	if ev := nextEvent(t, events, EventResyncStarted, 3*time.Second); ev.Reason == "" {
+		t.Fatalf("resync without a reason: %+v", ev)
+	}
+	// The lost value arrives through the re-join's difference events.
+	if ev := nextEvent(t, events, EventUpdate, 3*time.Second); ev.Key != "k2" || string(ev.Value) != "lost" {
+		t.Fatalf("after the re-join: %+v, want the lost k2=lost", ev)
+	}
+	nextEvent(t, events, EventResyncDone, 3*time.Second)
+	f.waitSame(t, c)
+	if st := c.Stats(); st.Gaps != 1 {
+		t.Fatalf("gaps = %d, want 1", st.Gaps)
+	}
+
+	// Backwards: the server "restarts" at sequence 0 with a new map, on the
+	// same connection.
+	f.do(func(s *fakeState) {
+		s.kv, s.seq = map[string]string{}, 0
+		s.publish("fresh", "1", false)
+	})
+	nextEvent(t, events, EventResyncStarted, 3*time.Second)
+	done := nextEvent(t, events, EventResyncDone, 3*time.Second)
+	if done.Keys != 1 || done.Seq != 1 {
+		t.Fatalf("after restart: %+v, want 1 key at seq 1", done)
+	}
+	f.waitSame(t, c)
+	if st := c.Stats(); st.Restarts != 1 {
+		t.Fatalf("restarts = %d, want 1 (%+v)", st.Restarts, st)
+	}
+}

@@ -1,0 +1,252 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+
+	"clonekv/kvmsg"
+	"clonekv/server"
+	"clonekv/transport"
+)
+
+func testLogger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// testServer is an in-process server on 127.0.0.1 and a free port triple.
+type testServer struct {
+	*server.Server
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (s *testServer) endpoint() string { return fmt.Sprintf("tcp://127.0.0.1:%d", s.Port()) }
+
+// stop stops the server (idempotent) and waits for it.
+func (s *testServer) stop(t testing.TB) {
+	s.cancel()
+	select {
+	case err, ok := <-s.done:
+		if ok && err != nil {
+			t.Errorf("server Run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Errorf("server did not stop in 15s")
+	}
+}
+
+func startServer(t testing.TB, cfg server.Config) *testServer {
+	t.Helper()
+	cfg.Bind = "127.0.0.1"
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = 100 * time.Millisecond
+	}
+	cfg.Logger = testLogger()
+	srv, err := server.New(cfg)
+	if err != nil {
+		t.Fatalf("server.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ts := &testServer{Server: srv, cancel: cancel, done: make(chan error, 1)}
+	go func() { ts.done <- srv.Run(ctx); close(ts.done) }()
+	select {
+	case <-srv.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("server not ready in 10s")
+	}
+	t.Cleanup(func() { ts.stop(t) })
+	return ts
+}
+
+// dial joins with a test logger and fast timeouts, closing at the end.
+func dial(t testing.TB, opts Options) *Client {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = testLogger()
+	}
+	if opts.HeartbeatTimeout == 0 {
+		opts.HeartbeatTimeout = 500 * time.Millisecond
+	}
+	if opts.JoinTimeout == 0 {
+		opts.JoinTimeout = time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, opts)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// rawPeer is a test-side socket owner: its sockets are used only by the
+// test goroutine.
+type rawPeer struct {
+	t     testing.TB
+	zctx  *zmq.Context
+	socks []*zmq.Socket
+}
+
+func newRawPeer(t testing.TB) *rawPeer {
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &rawPeer{t: t, zctx: zctx}
+	t.Cleanup(func() {
+		for _, s := range p.socks {
+			s.Close()
+		}
+		zctx.Term()
+	})
+	return p
+}
+
+func (p *rawPeer) connect(typ zmq.Type, addr string, o transport.Options) *zmq.Socket {
+	s, err := transport.Connect(p.zctx, typ, addr, o)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.socks = append(p.socks, s)
+	return s
+}
+
+// pusher returns a PUSH to the collector of the server at base port.
+func (p *rawPeer) pusher(port int) *zmq.Socket {
+	return p.connect(zmq.PUSH, fmt.Sprintf("tcp://127.0.0.1:%d", port+2), transport.Options{Linger: time.Second, SndHWM: 100000})
+}
+
+func set(t testing.TB, push *zmq.Socket, key, value string) {
+	t.Helper()
+	m := kvmsg.Msg{Key: []byte(key), Body: []byte(value)}
+	if err := transport.SendMessage(push, m.Frames(), 0); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+}
+
+// snapshotOf fetches a fresh snapshot (ICANHAZ? on a new DEALER) of subtree
+// from the server at port: the reference a client must equal.
+func snapshotOf(t testing.TB, port int, subtree string) (map[string]string, int64) {
+	t.Helper()
+	p := newRawPeer(t)
+	d := p.connect(zmq.DEALER, fmt.Sprintf("tcp://127.0.0.1:%d", port), transport.Options{})
+	if err := transport.SendMessage(d, [][]byte{[]byte(kvmsg.CmdSnapshot), []byte(subtree)}, 0); err != nil {
+		t.Fatal(err)
+	}
+	poller := zmq.NewPoller()
+	poller.Add(d, zmq.POLLIN)
+	out := map[string]string{}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		polled, err := poller.Poll(time.Until(deadline))
+		if err != nil || len(polled) == 0 {
+			t.Fatalf("snapshot: nothing within 10s (%v)", err)
+		}
+		frames, _, err := transport.RecvMessage(d, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := kvmsg.Decode(frames, kvmsg.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Key) == kvmsg.KeySnapshotEnd {
+			return out, m.Seq
+		}
+		out[string(m.Key)] = string(m.Body)
+	}
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// assertMatches waits until the client has applied the server's last
+// sequence and then requires its map to equal a fresh snapshot at that same
+// sequence: no silent divergence.
+func assertMatches(t testing.TB, c *Client, port int, subtree string) {
+	t.Helper()
+	var want map[string]string
+	var seq int64
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		want, seq = snapshotOf(t, port, subtree)
+		st := c.Stats()
+		if st.Synced && st.Seq == seq {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("client at seq %d (synced %v, %+v), server at %d", st.Seq, st.Synced, st, seq)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	snap := c.Snapshot()
+	if snap.Seq != seq {
+		t.Fatalf("client moved on to %d while comparing at %d", snap.Seq, seq)
+	}
+	got := snap.Map()
+	if !maps.Equal(got, want) {
+		t.Fatalf("client map at seq %d differs from the server's snapshot (%d vs %d keys):\n%s", seq, len(got), len(want), diffMaps(got, want))
+	}
+}
+
+func diffMaps(got, want map[string]string) string {
+	var lines []string
+	for k, v := range got {
+		if w, ok := want[k]; !ok || w != v {
+			lines = append(lines, fmt.Sprintf("  %s: client %q, server %q (present %v)", k, v, w, ok))
+		}
+	}
+	for k, w := range want {
+		if _, ok := got[k]; !ok {
+			lines = append(lines, fmt.Sprintf("  %s: missing in client, server %q", k, w))
+		}
+	}
+	sort.Strings(lines)
+	if len(lines) > 20 {
+		lines = append(lines[:20], fmt.Sprintf("  ... %d more", len(lines)-20))
+	}
+	return strings.Join(lines, "\n")
+}
+
+// nextEvent returns the next event of the given type within d, skipping
+// others.
+func nextEvent(t testing.TB, ch <-chan Event, typ EventType, d time.Duration) Event {
+	t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				t.Fatalf("watch channel closed while waiting for %v", typ)
+			}
+			if ev.Type == typ {
+				return ev
+			}
+		case <-timer.C:
+			t.Fatalf("no %v event within %v", typ, d)
+		}
+	}
+}

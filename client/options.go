@@ -1,0 +1,187 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"clonekv/kvmsg"
+	"clonekv/transport"
+)
+
+// DefaultPort is the base port P an endpoint without a port gets.
+const DefaultPort = 5556
+
+// Filter says where keys outside the subtree are filtered out, which decides
+// whether lost updates can be detected. See the package documentation.
+type Filter int
+
+const (
+	// FilterLocal subscribes to every update and drops keys outside the
+	// subtree in the client. Every sequence number is seen, so a lost update
+	// is always detected (and repaired by a re-join). The default.
+	FilterLocal Filter = iota
+	// FilterServer subscribes to the subtree and "HUGZ" only, so the server
+	// sends only the subtree's updates. Sequences are global, so gaps are
+	// expected and cannot be told from losses: only a restart (sequence going
+	// backwards, connection lost) and silence are detected.
+	FilterServer
+)
+
+func (f Filter) String() string {
+	switch f {
+	case FilterLocal:
+		return "local"
+	case FilterServer:
+		return "server"
+	}
+	return "Filter(" + strconv.Itoa(int(f)) + ")"
+}
+
+// Options configure a Client. Only Endpoints is required.
+type Options struct {
+	// Endpoints are servers' base addresses "tcp://host:P" (P = the snapshot
+	// port; P+1 and P+2 are derived). "host:P" and "host" (port 5556) are
+	// accepted too. The first is the primary; on silence or failure the
+	// client moves to the next, round robin (the Guide's Model Six).
+	Endpoints []string
+	// Subtree is the key prefix the client follows; "" follows everything.
+	Subtree string
+	// Filter: FilterLocal (default, detects every lost update) or
+	// FilterServer (less traffic for small subtrees, cannot detect losses).
+	Filter Filter
+	// HeartbeatTimeout: when nothing at all (not even a HUGZ) arrives for
+	// this long, the server is taken for dead and the client moves to the
+	// next endpoint. Default 3s (three of the server's 1s heartbeats).
+	// Negative turns silence detection off (for servers without HUGZ, such
+	// as the Guide's Model Five).
+	HeartbeatTimeout time.Duration
+	// JoinTimeout bounds connecting to an endpoint and each wait for the
+	// next snapshot message; past it the next endpoint is tried. Default 3s.
+	JoinTimeout time.Duration
+	// SubRcvHWM is the subscriber's receive high-water mark in messages
+	// (0 = libzmq's 1000). Past it (and the server's PUB mark) updates are
+	// lost, detected and repaired by a re-join.
+	SubRcvHWM int
+	// PushSndHWM bounds updates queued for the server (0 = libzmq's 1000);
+	// past it Set fails with ErrBackpressure.
+	PushSndHWM int
+	// Linger is how long Close waits to hand queued updates to the server.
+	// Default 1s; negative means 0 (drop them).
+	Linger time.Duration
+	// Curve, when set, makes all three sockets talk CURVE to the server.
+	Curve *transport.CurveClient
+	// EventBuffer is each watcher's channel capacity (default 1024). A
+	// watcher that does not keep up loses events and is told how many
+	// (EventLost); the client itself never waits for a watcher.
+	EventBuffer int
+	// MaxPending bounds the updates buffered while a snapshot streams
+	// (default 1<<20); a join that would need more is abandoned and retried.
+	MaxPending int
+	// Logger receives the client's logs (quiet at info: joins, switches and
+	// re-joins only). Default slog.Default().
+	Logger *slog.Logger
+
+	hooks *testHooks // test-only
+}
+
+// testHooks let tests inside the package misbehave on purpose.
+type testHooks struct {
+	// beforeSubRead runs in the owner goroutine before each batch read from
+	// the subscriber (a test stalls the reader here).
+	beforeSubRead func()
+}
+
+// Errors returned by the client.
+var (
+	ErrClosed          = errors.New("clonekv client: closed")
+	ErrNotConnected    = errors.New("clonekv client: no server connection right now (re-joining)")
+	ErrBackpressure    = errors.New("clonekv client: too many updates queued for the server")
+	ErrOutsideSubtree  = errors.New("clonekv client: key is outside the subtree, its echo cannot be seen with FilterServer")
+	errNoEndpoints     = errors.New("clonekv client: no server endpoint given")
+	errEmptyValue      = errors.New("clonekv client: empty value (an empty body means delete: use Delete)")
+	errReservedPattern = "clonekv client: key %q is reserved by the protocol"
+)
+
+func (o Options) withDefaults() (Options, []endpoint, error) {
+	if len(o.Endpoints) == 0 {
+		return o, nil, errNoEndpoints
+	}
+	eps := make([]endpoint, 0, len(o.Endpoints))
+	for _, s := range o.Endpoints {
+		ep, err := parseEndpoint(s)
+		if err != nil {
+			return o, nil, err
+		}
+		eps = append(eps, ep)
+	}
+	if len(o.Subtree) > kvmsg.DefaultMaxKey {
+		return o, nil, fmt.Errorf("clonekv client: subtree is %d bytes, servers accept at most %d", len(o.Subtree), kvmsg.DefaultMaxKey)
+	}
+	if o.Filter != FilterLocal && o.Filter != FilterServer {
+		return o, nil, fmt.Errorf("clonekv client: unknown filter %v", o.Filter)
+	}
+	if o.HeartbeatTimeout == 0 {
+		o.HeartbeatTimeout = 3 * time.Second
+	}
+	if o.JoinTimeout <= 0 {
+		o.JoinTimeout = 3 * time.Second
+	}
+	if o.Linger == 0 {
+		o.Linger = time.Second
+	} else if o.Linger < 0 {
+		o.Linger = 0
+	}
+	if o.EventBuffer <= 0 {
+		o.EventBuffer = 1024
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = 1 << 20
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.hooks == nil {
+		o.hooks = &testHooks{}
+	}
+	return o, eps, nil
+}
+
+// endpoint is one server: its three addresses.
+type endpoint struct {
+	name string // as given, normalised: tcp://host:P
+	host string
+	port int
+}
+
+func (e endpoint) addr(offset int) string {
+	return "tcp://" + net.JoinHostPort(e.host, strconv.Itoa(e.port+offset))
+}
+
+func parseEndpoint(s string) (endpoint, error) {
+	rest := strings.TrimSpace(s)
+	if i := strings.Index(rest, "://"); i >= 0 {
+		if rest[:i] != "tcp" {
+			return endpoint{}, fmt.Errorf("clonekv client: endpoint %q: only tcp:// is supported (the ports P, P+1, P+2 are derived)", s)
+		}
+		rest = rest[i+3:]
+	}
+	host, portStr, err := net.SplitHostPort(rest)
+	port := DefaultPort
+	if err != nil {
+		// No port: the whole thing is the host.
+		host = strings.TrimSuffix(strings.TrimPrefix(rest, "["), "]")
+	} else if port, err = strconv.Atoi(portStr); err != nil || port < 1 || port > 65533 {
+		return endpoint{}, fmt.Errorf("clonekv client: endpoint %q: port must be a number from 1 to 65533", s)
+	}
+	if host == "" || strings.ContainsAny(host, "/ ") {
+		return endpoint{}, fmt.Errorf("clonekv client: endpoint %q: want tcp://host:port", s)
+	}
+	e := endpoint{host: host, port: port}
+	e.name = e.addr(0)
+	return e, nil
+}

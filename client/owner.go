@@ -1,0 +1,626 @@
+package client
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+
+	"clonekv/kvmap"
+	"clonekv/kvmsg"
+	"clonekv/transport"
+)
+
+// state is where the owner is in joining and following one endpoint.
+type state int
+
+const (
+	stIdle       state = iota // no sockets: waiting for the backoff to pass
+	stConnecting              // sockets made; waiting for the SUB's handshake
+	stSnapshot                // ICANHAZ? sent; receiving KVSYNC until KTHXBAI
+	stFollowing               // applying updates as they come
+)
+
+// Tuning of the owner loop.
+const (
+	tick         = 250 * time.Millisecond // longest poll: deadlines are checked at least this often
+	subBatch     = 1024                   // updates read (and applied under one lock) per wakeup
+	dealerBatch  = 4096                   // snapshot messages read per wakeup, so the SUB is served too
+	backoffFirst = 50 * time.Millisecond  // wait after every endpoint failed once...
+	backoffMax   = time.Second            // ...doubling up to this
+)
+
+// owner is the one goroutine that owns every socket of a Client and the
+// only writer of its map. API goroutines reach it through Client.reqs and
+// the wake pipe.
+type owner struct {
+	c      *Client
+	o      *Options
+	log    *slog.Logger
+	wakeRx *zmq.Socket
+	strict bool // every sequence is visible, so gaps are detectable
+
+	st           state
+	sess         *session
+	ep           int // the endpoint to use next / in use
+	syncedEP     int // the endpoint of the last completed join (-1: none)
+	failures     int // consecutive endpoint failures, for the backoff
+	backoff      time.Duration
+	backoffUntil time.Time
+	deadline     time.Time // stConnecting / stSnapshot: give up at
+	lastHeard    time.Time // stFollowing: last message on the SUB
+	resyncing    bool      // EventResyncStarted sent, EventResyncDone not yet
+	monSeq       int
+
+	// The join in progress.
+	next     *kvmap.Map
+	pending  []kvmsg.Msg // updates received while the snapshot streams
+	missTop  int64       // highest sequence known lost on the SUB during the join
+	joinFrom time.Time
+
+	lastApplied int64
+
+	watchers map[*watcher]struct{}
+	waiters  map[[16]byte]*waiter
+	seen     []*waiter // waiters whose echo arrived, not yet applied
+	events   []Event   // built under the lock, delivered after it
+	frames   [][]byte
+}
+
+func newOwner(c *Client, wakeRx *zmq.Socket) *owner {
+	o := &owner{
+		c: c, o: &c.opts, log: c.log, wakeRx: wakeRx,
+		strict:   c.opts.Filter == FilterLocal || c.opts.Subtree == "",
+		syncedEP: -1, backoff: backoffFirst,
+		watchers: make(map[*watcher]struct{}), waiters: make(map[[16]byte]*waiter),
+		frames: make([][]byte, 0, transport.MaxFrames),
+	}
+	return o
+}
+
+func (o *owner) run() {
+	defer close(o.c.done)
+	defer o.shutdown()
+	for {
+		select {
+		case <-o.c.stop:
+			return
+		default:
+		}
+		now := time.Now()
+		if o.st == stIdle && !now.Before(o.backoffUntil) {
+			o.open()
+		}
+		o.checkDeadlines(now)
+		for w := range o.watchers {
+			w.flush()
+		}
+
+		poller := zmq.NewPoller()
+		poller.Add(o.wakeRx, zmq.POLLIN)
+		var sub, mon, dealer *zmq.Socket
+		if s := o.sess; s != nil {
+			sub, mon = s.sub, s.mon
+			poller.Add(sub, zmq.POLLIN)
+			poller.Add(mon, zmq.POLLIN)
+			if o.st == stSnapshot && s.dealer != nil {
+				dealer = s.dealer
+				poller.Add(dealer, zmq.POLLIN)
+			}
+		}
+		polled, err := poller.Poll(o.pollTimeout(now))
+		if err != nil {
+			if transport.IsTerm(err) {
+				return
+			}
+			if !transport.IsInterrupted(err) {
+				o.log.Error("poll failed", "err", err)
+				time.Sleep(10 * time.Millisecond)
+			}
+			continue
+		}
+		// Handle in a fixed order; a handler may close the session, so each
+		// socket is checked against the live session before use.
+		ready := map[*zmq.Socket]bool{}
+		for _, p := range polled {
+			ready[p.Socket] = true
+		}
+		if ready[o.wakeRx] {
+			o.drainWake()
+			o.handleRequests()
+		}
+		if ready[mon] && o.sess != nil && o.sess.mon == mon {
+			o.readMonitor()
+		}
+		if ready[sub] && o.sess != nil && o.sess.sub == sub {
+			o.readSub()
+		}
+		if ready[dealer] && o.sess != nil && o.sess.dealer == dealer && o.st == stSnapshot {
+			o.readSnapshot()
+		}
+	}
+}
+
+func (o *owner) pollTimeout(now time.Time) time.Duration {
+	d := tick
+	switch o.st {
+	case stIdle:
+		d = min(d, o.backoffUntil.Sub(now))
+	case stConnecting, stSnapshot:
+		d = min(d, o.deadline.Sub(now))
+	case stFollowing:
+		if o.o.HeartbeatTimeout > 0 {
+			d = min(d, o.lastHeard.Add(o.o.HeartbeatTimeout).Sub(now))
+		}
+	}
+	return max(d, 0)
+}
+
+func (o *owner) checkDeadlines(now time.Time) {
+	switch o.st {
+	case stConnecting:
+		if now.After(o.deadline) {
+			o.c.cnt.timeouts.Add(1)
+			o.fail(fmt.Sprintf("no connection to %s within %v", o.sess.ep.name, o.o.JoinTimeout), true)
+		}
+	case stSnapshot:
+		if now.After(o.deadline) {
+			o.c.cnt.timeouts.Add(1)
+			o.fail(fmt.Sprintf("snapshot from %s stalled for %v", o.sess.ep.name, o.o.JoinTimeout), true)
+		}
+	case stFollowing:
+		if o.o.HeartbeatTimeout > 0 && now.Sub(o.lastHeard) > o.o.HeartbeatTimeout {
+			o.c.cnt.timeouts.Add(1)
+			o.fail(fmt.Sprintf("nothing from %s for %v (not even HUGZ)", o.sess.ep.name, o.o.HeartbeatTimeout), true)
+		}
+	}
+}
+
+// open makes the sockets for the current endpoint and starts connecting.
+func (o *owner) open() {
+	ep := o.c.eps[o.ep]
+	o.monSeq++
+	s, err := openSession(o.c.zctx, ep, o.ep, o.o, o.strict, fmt.Sprintf("inproc://clonekv-client-monitor-%d", o.monSeq))
+	if err != nil {
+		o.fail(err.Error(), true)
+		return
+	}
+	o.sess = s
+	o.st = stConnecting
+	o.deadline = time.Now().Add(o.o.JoinTimeout)
+	o.resetJoin()
+	o.c.mu.Lock()
+	o.c.server = ep.name
+	o.c.mu.Unlock()
+	o.log.Debug("connecting", "server", ep.name)
+}
+
+func (o *owner) resetJoin() {
+	o.next = kvmap.New()
+	o.pending = nil
+	o.missTop = 0
+	o.joinFrom = time.Now()
+}
+
+// requestSnapshot sends ICANHAZ? on a fresh DEALER. The SUB is already
+// connected (and subscribed) by now, so no update can fall between the
+// snapshot and the stream unnoticed.
+func (o *owner) requestSnapshot() {
+	s := o.sess
+	if err := s.newDealer(o.c.zctx, o.o); err != nil {
+		o.fail(err.Error(), true)
+		return
+	}
+	if err := transport.SendMessage(s.dealer, [][]byte{[]byte(kvmsg.CmdSnapshot), []byte(o.o.Subtree)}, zmq.DONTWAIT); err != nil {
+		o.fail(fmt.Sprintf("send %s to %s: %v", kvmsg.CmdSnapshot, s.ep.name, err), true)
+		return
+	}
+	o.st = stSnapshot
+	o.deadline = time.Now().Add(o.o.JoinTimeout)
+}
+
+// fail abandons the session. moveOn goes to the next endpoint (the server is
+// silent, refuses or does not answer); otherwise the same endpoint is joined
+// again right away (it restarted, or the connection dropped).
+func (o *owner) fail(reason string, moveOn bool) {
+	o.log.Info("re-joining", "server", o.c.eps[o.ep].name, "reason", reason, "next_endpoint", moveOn && len(o.c.eps) > 1)
+	o.startResync(reason)
+	if o.sess != nil {
+		if err := o.sess.close(); err != nil {
+			o.log.Warn("closing sockets", "err", err)
+		}
+		o.sess = nil
+	}
+	o.st = stIdle
+	o.next, o.pending = nil, nil
+	if moveOn {
+		o.ep = (o.ep + 1) % len(o.c.eps)
+		o.failures++
+		if o.failures >= len(o.c.eps) {
+			// Every endpoint failed in a row: wait before the next round.
+			o.failures = 0
+			o.backoffUntil = time.Now().Add(o.backoff)
+			o.backoff = min(2*o.backoff, backoffMax)
+		}
+	}
+}
+
+// rejoin fetches a fresh snapshot from the same server, keeping the SUB (it
+// is connected and subscribed, and its stream simply continues) and the
+// PUSH. Used when updates were lost.
+func (o *owner) rejoin(reason string) {
+	o.log.Info("re-joining", "server", o.sess.ep.name, "reason", reason)
+	o.startResync(reason)
+	o.resetJoin()
+	o.requestSnapshot()
+}
+
+// startResync marks the map as untrusted and tells watchers, once per
+// outage.
+func (o *owner) startResync(reason string) {
+	o.c.mu.Lock()
+	o.c.lastErr = reason
+	wasSynced := o.c.synced
+	if wasSynced {
+		o.c.synced = false
+		o.c.syncedCh = make(chan struct{})
+	}
+	o.c.mu.Unlock()
+	if wasSynced {
+		o.c.cnt.resyncs.Add(1)
+	}
+	if !o.resyncing && o.syncedEP >= 0 {
+		o.resyncing = true
+		o.emit(Event{Type: EventResyncStarted, Reason: reason, Seq: o.lastApplied})
+	}
+}
+
+func (o *owner) drainWake() {
+	for {
+		if _, err := o.wakeRx.RecvBytes(zmq.DONTWAIT); err != nil {
+			return
+		}
+	}
+}
+
+func (o *owner) handleRequests() {
+	for {
+		var r any
+		select {
+		case r = <-o.c.reqs:
+		default:
+			return
+		}
+		switch r := r.(type) {
+		case *setReq:
+			r.done <- o.push(r)
+		case *watchReq:
+			o.watchers[r.w] = struct{}{}
+			r.ack <- struct{}{}
+		case *unwatchReq:
+			if _, ok := o.watchers[r.w]; ok {
+				delete(o.watchers, r.w)
+				r.w.close()
+			}
+		case forgetReq:
+			delete(o.waiters, r.uuid)
+		case resyncReq:
+			if o.st == stFollowing {
+				o.rejoin("requested by the application")
+			}
+		}
+	}
+}
+
+func (o *owner) push(r *setReq) error {
+	if o.sess == nil {
+		return ErrNotConnected
+	}
+	if r.w != nil {
+		o.waiters[r.w.uuid] = r.w
+	}
+	if err := transport.SendMessage(o.sess.push, r.msg.Frames(), zmq.DONTWAIT); err != nil {
+		if r.w != nil {
+			delete(o.waiters, r.w.uuid)
+		}
+		if transport.IsAgain(err) {
+			return ErrBackpressure
+		}
+		return fmt.Errorf("clonekv client: send update of %q to %s: %w", r.msg.Key, o.sess.ep.addr(2), err)
+	}
+	o.c.cnt.sent.Add(1)
+	return nil
+}
+
+// readMonitor acts on the SUB's connection events.
+func (o *owner) readMonitor() {
+	for o.sess != nil {
+		ev, _, _, err := o.sess.mon.RecvEvent(zmq.DONTWAIT)
+		if err != nil {
+			return
+		}
+		s := o.sess
+		switch ev {
+		case zmq.EVENT_HANDSHAKE_SUCCEEDED:
+			s.subReady = true
+			if o.st == stConnecting {
+				o.requestSnapshot()
+			}
+		case zmq.EVENT_CONNECT_RETRIED:
+			if !s.subReady {
+				o.fail(fmt.Sprintf("cannot connect to %s (connection refused or unreachable)", s.ep.addr(1)), true)
+			}
+		case zmq.EVENT_DISCONNECTED:
+			o.c.cnt.disconnects.Add(1)
+			o.fail(fmt.Sprintf("connection to %s lost", s.ep.addr(1)), !s.subReady)
+		case zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+			o.fail(fmt.Sprintf("handshake with %s failed (%v): check CURVE keys and server security", s.ep.addr(1), ev), true)
+		}
+	}
+}
+
+// readSub reads a batch of updates. While joining they are buffered; while
+// following they are applied under one write lock.
+func (o *owner) readSub() {
+	if h := o.o.hooks.beforeSubRead; h != nil {
+		h()
+	}
+	s := o.sess
+	locked := false
+	defer func() {
+		if !locked && o.c.seq != o.lastApplied && o.st == stFollowing {
+			// Only keys outside the subtree moved the sequence.
+			o.c.mu.Lock()
+			locked = true
+		}
+		if locked {
+			o.c.seq = o.lastApplied
+			o.c.mu.Unlock()
+		}
+		o.flushEvents()
+		o.resolveWaiters()
+	}()
+	subtree := []byte(o.o.Subtree)
+	for i := 0; i < subBatch && o.sess == s; i++ {
+		frames, _, err := transport.RecvMessage(s.sub, zmq.DONTWAIT, o.frames)
+		if err != nil {
+			if !transport.IsAgain(err) && !transport.IsInterrupted(err) {
+				o.log.Warn("receive update", "server", s.ep.name, "err", err)
+			}
+			return
+		}
+		o.lastHeard = time.Now()
+		m, err := kvmsg.Decode(frames, kvmsg.Limits{})
+		if err != nil {
+			o.c.cnt.malformed.Add(1)
+			continue
+		}
+		if m.Seq <= 0 {
+			if string(m.Key) == kvmsg.KeyHeartbeat {
+				o.c.cnt.heartbeats.Add(1)
+			}
+			continue // heartbeats and anything unsequenced
+		}
+		if s.rawPrev != 0 && m.Seq <= s.rawPrev {
+			o.c.cnt.restarts.Add(1)
+			if locked {
+				o.c.seq = o.lastApplied
+				o.c.mu.Unlock()
+				locked = false
+			}
+			o.fail(fmt.Sprintf("sequence went backwards from %d to %d: server restarted", s.rawPrev, m.Seq), false)
+			return
+		}
+		rawGap := s.rawPrev == 0 || m.Seq > s.rawPrev+1
+		s.rawPrev = m.Seq
+		o.noteEcho(m)
+
+		switch o.st {
+		case stConnecting, stSnapshot:
+			if o.strict && rawGap {
+				o.missTop = max(o.missTop, m.Seq-1)
+			}
+			o.pending = append(o.pending, m)
+			if len(o.pending) > o.o.MaxPending {
+				o.fail(fmt.Sprintf("more than %d updates arrived while the snapshot streamed", o.o.MaxPending), false)
+				return
+			}
+		case stFollowing:
+			if m.Seq <= o.lastApplied {
+				continue // published before our snapshot, which holds it
+			}
+			if o.strict && m.Seq != o.lastApplied+1 {
+				o.c.cnt.gaps.Add(1)
+				if locked {
+					o.c.seq = o.lastApplied
+					o.c.mu.Unlock()
+					locked = false
+				}
+				o.rejoin(fmt.Sprintf("updates %d..%d lost", o.lastApplied+1, m.Seq-1))
+				return
+			}
+			o.lastApplied = m.Seq
+			if !hasPrefix(m.Key, subtree) {
+				continue
+			}
+			if !locked {
+				o.c.mu.Lock()
+				locked = true
+			}
+			o.c.m.Apply(m)
+			o.c.cnt.updates.Add(1)
+			o.events = append(o.events, updateEvent(m))
+		}
+	}
+}
+
+// readSnapshot reads KVSYNCs into the next map until KTHXBAI.
+func (o *owner) readSnapshot() {
+	s := o.sess
+	for i := 0; i < dealerBatch; i++ {
+		frames, _, err := transport.RecvMessage(s.dealer, zmq.DONTWAIT, o.frames)
+		if err != nil {
+			if !transport.IsAgain(err) && !transport.IsInterrupted(err) {
+				o.log.Warn("receive snapshot", "server", s.ep.name, "err", err)
+			}
+			return
+		}
+		o.deadline = time.Now().Add(o.o.JoinTimeout)
+		m, err := kvmsg.Decode(frames, kvmsg.Limits{})
+		if err != nil {
+			o.c.cnt.malformed.Add(1)
+			continue
+		}
+		if string(m.Key) == kvmsg.KeySnapshotEnd {
+			o.finishJoin(m.Seq)
+			return
+		}
+		o.noteEcho(m)
+		o.next.Apply(m)
+	}
+}
+
+// finishJoin completes a join at the snapshot's sequence: it checks that no
+// update after it was lost, applies the buffered ones above it, swaps the
+// map in, and tells watchers what changed.
+func (o *owner) finishJoin(snapSeq int64) {
+	s := o.sess
+	if o.strict && o.missTop > snapSeq {
+		o.c.cnt.gaps.Add(1)
+		o.rejoin(fmt.Sprintf("updates up to %d lost while joining at %d", o.missTop, snapSeq))
+		return
+	}
+	subtree := []byte(o.o.Subtree)
+	last := snapSeq
+	for _, m := range o.pending {
+		if m.Seq <= last {
+			continue
+		}
+		if o.strict && m.Seq != last+1 {
+			o.c.cnt.gaps.Add(1)
+			o.rejoin(fmt.Sprintf("updates %d..%d lost while joining", last+1, m.Seq-1))
+			return
+		}
+		last = m.Seq
+		if hasPrefix(m.Key, subtree) {
+			o.next.Apply(m)
+		}
+	}
+	s.closeDealer()
+	took := time.Since(o.joinFrom)
+	newView := o.next.View() // before readers can see o.next
+	o.c.mu.Lock()
+	old := o.c.m
+	o.c.m = o.next
+	o.c.seq = last
+	o.c.synced = true
+	o.c.server = s.ep.name
+	close(o.c.syncedCh)
+	o.c.mu.Unlock()
+
+	first := o.syncedEP < 0
+	o.next, o.pending = nil, nil
+	o.lastApplied = last
+	o.lastHeard = time.Now()
+	o.st = stFollowing
+	o.failures = 0
+	o.backoff = backoffFirst
+	o.c.cnt.joins.Add(1)
+	if !first && o.syncedEP != s.idx {
+		o.c.cnt.switches.Add(1)
+		o.events = append(o.events, Event{Type: EventServerSwitched, Server: s.ep.name, From: o.c.eps[o.syncedEP].name})
+		o.log.Warn("now following another server", "server", s.ep.name, "from", o.c.eps[o.syncedEP].name)
+	}
+	if !first {
+		diff(old.View(), newView, subtree, &o.events)
+	}
+	o.events = append(o.events, Event{Type: EventResyncDone, Seq: last, Keys: newView.Len(), Server: s.ep.name})
+	o.syncedEP = s.idx
+	o.resyncing = false
+	o.log.Info("joined", "server", s.ep.name, "subtree", o.o.Subtree, "seq", last, "keys", newView.Len(), "took", took.Round(time.Millisecond))
+	o.flushEvents()
+	o.resolveWaiters()
+}
+
+// noteEcho records the sequence of an update we sent, when it comes back.
+func (o *owner) noteEcho(m kvmsg.Msg) {
+	if len(o.waiters) == 0 || len(m.UUID) != kvmsg.UUIDLen {
+		return
+	}
+	if w, ok := o.waiters[[16]byte(m.UUID)]; ok && w.seq == 0 {
+		w.seq = m.Seq
+		o.seen = append(o.seen, w)
+	}
+}
+
+// resolveWaiters answers the SetWaits whose update is now in the map.
+func (o *owner) resolveWaiters() {
+	if o.st != stFollowing || len(o.seen) == 0 {
+		return
+	}
+	kept := o.seen[:0]
+	for _, w := range o.seen {
+		if _, ok := o.waiters[w.uuid]; !ok {
+			continue // forgotten
+		}
+		if w.seq <= o.lastApplied {
+			w.ch <- w.seq
+			delete(o.waiters, w.uuid)
+			continue
+		}
+		kept = append(kept, w)
+	}
+	clear(o.seen[len(kept):])
+	o.seen = kept
+}
+
+func (o *owner) emit(ev Event) {
+	o.events = append(o.events, ev)
+	o.flushEvents()
+}
+
+func (o *owner) flushEvents() {
+	if len(o.events) == 0 {
+		return
+	}
+	for w := range o.watchers {
+		for _, ev := range o.events {
+			if w.deliver(ev) {
+				o.c.cnt.eventsLost.Add(1)
+			}
+		}
+	}
+	clear(o.events)
+	o.events = o.events[:0]
+}
+
+func (o *owner) shutdown() {
+	if o.sess != nil {
+		o.sess.close()
+		o.sess = nil
+	}
+	o.wakeRx.Close()
+	<-o.c.wdone
+	for w := range o.watchers {
+		w.close()
+	}
+	if err := o.c.zctx.Term(); err != nil {
+		o.log.Warn("zmq context term", "err", err)
+	}
+}
+
+func hasPrefix(key, prefix []byte) bool {
+	return len(key) >= len(prefix) && string(key[:len(prefix)]) == string(prefix)
+}
+
+func updateEvent(m kvmsg.Msg) Event {
+	ev := Event{Type: EventUpdate, Key: string(m.Key), Value: m.Body, Seq: m.Seq}
+	if m.IsDelete() {
+		ev.Type, ev.Value = EventDelete, nil
+	}
+	if ttl, err := m.TTL(); err == nil {
+		ev.TTL = ttl
+	}
+	return ev
+}

@@ -1,0 +1,107 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+
+	zmq "github.com/pebbe/zmq4"
+
+	"clonekv/kvmsg"
+	"clonekv/transport"
+)
+
+// session is the sockets connected to one endpoint: DEALER (snapshots, P),
+// SUB (updates and HUGZ, P+1), PUSH (our updates, P+2), and a PAIR that
+// receives the SUB's connection events (a dropped connection means the
+// server went away or restarted: the stream may have a hole). All are
+// created, used and closed by the owner goroutine only.
+type session struct {
+	ep     endpoint
+	idx    int // index in the endpoint list
+	dealer *zmq.Socket
+	sub    *zmq.Socket
+	push   *zmq.Socket
+	mon    *zmq.Socket
+
+	subReady bool  // the SUB's handshake with the server completed
+	rawPrev  int64 // the last sequence received on this SUB (0: none yet)
+}
+
+// monitorEvents are the SUB connection events the owner acts on.
+const monitorEvents = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED |
+	zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+
+// openSession creates and connects the SUB (with its monitor) and the PUSH.
+// The DEALER is made per snapshot by newDealer. monAddr must be unique in
+// zctx.
+func openSession(zctx *zmq.Context, ep endpoint, idx int, o *Options, strict bool, monAddr string) (s *session, err error) {
+	s = &session{ep: ep, idx: idx}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	subs := []string{""}
+	if !strict {
+		// The subtree and the heartbeats: a subtree subscription alone
+		// would filter HUGZ out and silence detection would misfire.
+		subs = []string{o.Subtree, kvmsg.KeyHeartbeat}
+	}
+	if s.sub, err = transport.NewSocket(zctx, zmq.SUB, transport.Options{
+		RcvHWM: o.SubRcvHWM, Subscribe: subs, CurveClient: o.Curve,
+	}); err != nil {
+		return nil, fmt.Errorf("subscriber for %s: %w", ep.name, err)
+	}
+	if err = s.sub.Monitor(monAddr, monitorEvents); err != nil {
+		return nil, fmt.Errorf("monitor subscriber for %s: %w", ep.name, err)
+	}
+	if s.mon, err = transport.Connect(zctx, zmq.PAIR, monAddr, transport.Options{}); err != nil {
+		return nil, fmt.Errorf("monitor pipe for %s: %w", ep.name, err)
+	}
+	if err = s.sub.Connect(ep.addr(1)); err != nil {
+		return nil, fmt.Errorf("connect subscriber to %s: %w", ep.addr(1), err)
+	}
+	if s.push, err = transport.Connect(zctx, zmq.PUSH, ep.addr(2), transport.Options{
+		SndHWM: o.PushSndHWM, Linger: o.Linger, CurveClient: o.Curve,
+	}); err != nil {
+		return nil, fmt.Errorf("updates socket for %s: %w", ep.name, err)
+	}
+	return s, nil
+}
+
+// newDealer replaces the DEALER with a fresh one, so that nothing of an
+// abandoned snapshot can be mistaken for the next one.
+func (s *session) newDealer(zctx *zmq.Context, o *Options) error {
+	if s.dealer != nil {
+		s.dealer.Close()
+		s.dealer = nil
+	}
+	d, err := transport.Connect(zctx, zmq.DEALER, s.ep.addr(0), transport.Options{CurveClient: o.Curve})
+	if err != nil {
+		return fmt.Errorf("snapshot socket for %s: %w", s.ep.name, err)
+	}
+	s.dealer = d
+	return nil
+}
+
+func (s *session) closeDealer() {
+	if s.dealer != nil {
+		s.dealer.Close()
+		s.dealer = nil
+	}
+}
+
+// close closes every socket (LINGER 0, except the PUSH, which lingers
+// Options.Linger to hand over queued updates).
+func (s *session) close() error {
+	var errs []error
+	for _, p := range []**zmq.Socket{&s.dealer, &s.sub, &s.mon, &s.push} {
+		if *p != nil {
+			if err := (*p).Close(); err != nil {
+				errs = append(errs, err)
+			}
+			*p = nil
+		}
+	}
+	return errors.Join(errs...)
+}
