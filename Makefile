@@ -32,7 +32,7 @@ lint: deps
 
 # test: lint, then every test with the race detector, then the
 # million-key tests (too slow under -race) without it, then short fuzzing.
-test: lint test-race test-heavy fuzz
+test: lint test-race test-heavy fuzz bench-quick
 
 test-race: deps
 	$(GO) test -race -count=1 -timeout 10m ./...
@@ -43,6 +43,18 @@ test-heavy: deps
 fuzz: deps
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./kvmsg/
 	$(GO) test -run='^$$' -fuzz='^FuzzProps$$' -fuzztime=$(FUZZTIME) ./kvmsg/
+
+# bench: the full benchmark (clonekv | baseline | ratio, at most about 5 min
+# on 2 cores); tables on stdout, JSON and an HTML chart in bench/results/.
+# bench-quick: every case, small (under 45 s); a smoke test, not a figure.
+# Neither asserts speed.
+bench: deps
+	$(GO) build -o $(BIN)/clonebench ./cmd/clonebench
+	./$(BIN)/clonebench --json bench/results/bench.json --chart bench/results/bench.html
+
+bench-quick: deps
+	$(GO) build -o $(BIN)/clonebench ./cmd/clonebench
+	./$(BIN)/clonebench --quick --json bench/results/quick.json --chart bench/results/quick.html
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin

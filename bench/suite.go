@@ -1,0 +1,138 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+// Suite is what one run measures. Full and Quick are the standard ones.
+type Suite struct {
+	Name    string
+	Cases   []string // subset of AllCases, in that order
+	Updates UpdatesParams
+	Map     MapParams
+	Join    JoinParams
+	Fanout  FanoutParams
+}
+
+// AllCases are the case names, in the order they run. "snapshot" also
+// measures memory per key and, on the same loaded server, "ttl".
+var AllCases = []string{"updates", "snapshot", "join-under-load", "fanout"}
+
+var (
+	bothImpls  = []string{ImplBaseline, ImplClonekv}
+	threeImpls = []string{ImplBaseline, ImplClonekv, ImplRelay}
+)
+
+// Full is `make bench`: every target of the benchmark issue, sized to run
+// in about four minutes on two cores.
+func Full() Suite {
+	return Suite{
+		Name:  "full",
+		Cases: AllCases,
+		Updates: UpdatesParams{
+			Cases: []UpdatesCase{
+				{Pubs: 1, Subs: 1, Body: 16, Keys: 1000},
+				{Pubs: 4, Subs: 4, Body: 16, Keys: 1000},
+				{Pubs: 1, Subs: 1, Body: 1024, Keys: 1000},
+				{Pubs: 4, Subs: 4, Body: 1024, Keys: 1000},
+			},
+			Impls: threeImpls, Runs: 3,
+			Trial: 400 * time.Millisecond, Latency: 600 * time.Millisecond, Unbounded: 800 * time.Millisecond,
+			StartRate: 20000, MaxRate: 2e6, Fractions: []float64{0.1, 0.5, 0.9},
+			Budget: 130 * time.Second,
+		},
+		Map: MapParams{
+			Impls: bothImpls, Sizes: []int{10_000, 100_000, 1_000_000}, Joiners: 4, Runs: 3,
+			SubtreeKeys: 1000, Loaders: 4, FirstWait: 20 * time.Second, Idle: 2 * time.Second,
+			TTL: TTLParams{Quiet: 3 * time.Second, Keys: 10_000, Spread: 3, LatRate: 2000},
+		},
+		Join:   JoinParams{Impls: bothImpls, Keys: 10_000, Pubs: 2, Rate: 10_000, Dur: 3 * time.Second, Joiners: 4},
+		Fanout: FanoutParams{Impls: bothImpls, Subs: 1000, Groups: 8, Rate: 1000, N: 2000},
+	}
+}
+
+// Quick is `make bench-quick`: every case, small, as a smoke test that the
+// tool works (well under 45 s); its figures are not the benchmark's.
+func Quick() Suite {
+	return Suite{
+		Name:  "quick",
+		Cases: AllCases,
+		Updates: UpdatesParams{
+			Cases: []UpdatesCase{{Pubs: 1, Subs: 1, Body: 16, Keys: 100}},
+			Impls: threeImpls, Runs: 1,
+			Trial: 200 * time.Millisecond, Latency: 200 * time.Millisecond, Unbounded: 300 * time.Millisecond,
+			StartRate: 20000, MaxRate: 2e6, Fractions: []float64{0.5},
+			Budget: 9 * time.Second,
+		},
+		Map: MapParams{
+			Impls: bothImpls, Sizes: []int{10_000}, Joiners: 2, Runs: 1,
+			SubtreeKeys: 1000, Loaders: 2, FirstWait: 10 * time.Second, Idle: time.Second,
+			TTL: TTLParams{Quiet: time.Second, Keys: 500, Spread: 1, LatRate: 500},
+		},
+		Join:   JoinParams{Impls: bothImpls, Keys: 1000, Pubs: 1, Rate: 2000, Dur: time.Second, Joiners: 2},
+		Fanout: FanoutParams{Impls: bothImpls, Subs: 20, Groups: 2, Rate: 500, N: 200},
+	}
+}
+
+// Machine describes where a run happened.
+type Machine struct {
+	Cores      int    `json:"cores"`
+	GoMaxProcs int    `json:"gomaxprocs"`
+	Go         string `json:"go"`
+	ZMQ        string `json:"libzmq"`
+	OS         string `json:"os"`
+}
+
+// ThisMachine describes the running machine.
+func ThisMachine() Machine {
+	a, b, c := zmq.Version()
+	return Machine{
+		Cores: runtime.NumCPU(), GoMaxProcs: runtime.GOMAXPROCS(0), Go: runtime.Version(),
+		ZMQ: fmt.Sprintf("%d.%d.%d", a, b, c), OS: runtime.GOOS + "/" + runtime.GOARCH,
+	}
+}
+
+// Report is everything one run measured.
+type Report struct {
+	Suite    string           `json:"suite"`
+	Command  string           `json:"command"`
+	Machine  Machine          `json:"machine"`
+	Started  time.Time        `json:"started"`
+	Elapsed  Dur              `json:"elapsed"`
+	Updates  []UpdatesResult  `json:"updates,omitempty"`
+	Map      []MapResult      `json:"snapshot,omitempty"`
+	JoinLoad []JoinLoadResult `json:"join_under_load,omitempty"`
+	Fanout   []FanoutResult   `json:"fanout,omitempty"`
+}
+
+// Run runs the suite's cases in order with servers from l.
+func Run(ctx context.Context, s Suite, l Launcher, prog *Progress) (*Report, error) {
+	rep := &Report{Suite: s.Name, Machine: ThisMachine(), Started: time.Now()}
+	defer func() { rep.Elapsed = Dur(time.Since(rep.Started)) }()
+	defer prog.Case("")
+	for _, c := range s.Cases {
+		prog.Case(c)
+		var err error
+		switch c {
+		case "updates":
+			rep.Updates, err = runUpdates(ctx, l, s.Updates, prog)
+		case "snapshot":
+			rep.Map, err = runMap(ctx, l, s.Map, prog)
+		case "join-under-load":
+			rep.JoinLoad, err = runJoinLoad(ctx, l, s.Join, prog)
+		case "fanout":
+			rep.Fanout, err = runFanout(ctx, l, s.Fanout, prog)
+		default:
+			err = fmt.Errorf("unknown case %q (want one of %v)", c, AllCases)
+		}
+		if err != nil {
+			return rep, fmt.Errorf("case %s: %w", c, err)
+		}
+	}
+	return rep, nil
+}
