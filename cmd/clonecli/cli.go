@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"clonekv/client"
+	"clonekv/internal/logging"
+)
+
+// Exit codes.
+const (
+	exitOK       = 0
+	exitFailure  = 1 // the server is unreachable, an update was not confirmed, ...
+	exitUsage    = 2 // bad command line
+	exitNotFound = 3 // get: no such key
+)
+
+// EnvServer names the environment variable that gives the default --server.
+const EnvServer = "CLONEKV_SERVER"
+
+const defaultServer = "tcp://127.0.0.1:5556"
+
+// command is one subcommand: a table entry in commands().
+type command struct {
+	name    string
+	args    string // synopsis after the name, for help
+	summary string
+	run     func(inv *invocation) error
+}
+
+// commands is the subcommand table, in the order help lists them.
+func commands() []command {
+	return []command{
+		{"get", "KEY [--json]", "print the value stored under KEY (exit 3 if there is none)", cmdGet},
+		{"set", "KEY VALUE [--ttl 30s]", "set KEY to VALUE and wait until the server has published it", cmdSet},
+		{"del", "KEY", "delete KEY and wait until the server has published the delete", cmdDel},
+		{"watch", "[SUBTREE] [--json]", "print one line per event (update, delete, resync, server switch) until interrupted", cmdWatch},
+		{"dump", "[SUBTREE] [--json]", "print the keys under SUBTREE as key<TAB>value lines", cmdDump},
+		{"demo", "[--subtree /client/] [--interval 1s]", "the Guide's Model Five client: set a random key with a random ttl every interval, print what arrives", cmdDemo},
+	}
+}
+
+// globals are the flags every subcommand accepts, before or after its name.
+type globals struct {
+	server   string
+	timeout  time.Duration
+	logLevel string
+}
+
+func (g *globals) register(fs *flag.FlagSet) {
+	fs.StringVar(&g.server, "server", g.server, "server base address(es) tcp://host:P, comma-separated for failover (env "+EnvServer+")")
+	fs.DurationVar(&g.timeout, "timeout", g.timeout, "how long to wait for the server (to join, and to confirm an update)")
+	fs.StringVar(&g.logLevel, "log-level", g.logLevel, "client log level: debug, info, warn, error")
+}
+
+// invocation is what a subcommand gets: its flag set (already holding the
+// global flags), its raw arguments, the global settings and the outputs.
+type invocation struct {
+	Ctx    context.Context
+	Name   string
+	Flags  *flag.FlagSet
+	Stdout io.Writer
+	Stderr io.Writer
+
+	args []string
+	g    *globals
+	log  *slog.Logger
+}
+
+// usageError is a bad command line: exit 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+// notFoundError is get's missing key: exit 3.
+type notFoundError struct{ key string }
+
+func (e *notFoundError) Error() string { return fmt.Sprintf("no key %q", e.key) }
+
+// Parse parses the subcommand's flags, which may appear anywhere among its
+// arguments ("--" ends them), and returns between min and max positional
+// arguments (max < 0: any number).
+func (inv *invocation) Parse(min, max int) ([]string, error) {
+	var pos []string
+	args := inv.args
+	for {
+		if err := inv.Flags.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, &usageError{err.Error()}
+		}
+		rest := inv.Flags.Args()
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			pos = append(pos, rest...)
+			break
+		}
+		if len(rest) == 0 {
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	switch {
+	case len(pos) < min:
+		return nil, &usageError{fmt.Sprintf("%s: missing argument (usage: %s)", inv.Name, inv.synopsis())}
+	case max >= 0 && len(pos) > max:
+		return nil, &usageError{fmt.Sprintf("%s: too many arguments %q (usage: %s)", inv.Name, pos[max:], inv.synopsis())}
+	}
+	if inv.g.timeout <= 0 {
+		return nil, &usageError{"--timeout must be positive"}
+	}
+	log, err := logging.New(inv.Stderr, inv.g.logLevel, "text")
+	if err != nil {
+		return nil, &usageError{err.Error()}
+	}
+	inv.log = log
+	return pos, nil
+}
+
+func (inv *invocation) synopsis() string {
+	for _, c := range commands() {
+		if c.name == inv.Name {
+			return "clonecli " + c.name + " " + c.args
+		}
+	}
+	return "clonecli " + inv.Name
+}
+
+// options returns client options for the global flags.
+func (inv *invocation) options(subtree string, filter client.Filter) client.Options {
+	eps := strings.Split(inv.g.server, ",")
+	return client.Options{
+		Endpoints:   eps,
+		Subtree:     subtree,
+		Filter:      filter,
+		JoinTimeout: max(inv.g.timeout/time.Duration(len(eps)), 100*time.Millisecond),
+		Logger:      inv.log,
+	}
+}
+
+// Dial joins the server for subtree within --timeout, with an error a
+// shell user can act on when it cannot.
+func (inv *invocation) Dial(subtree string, filter client.Filter) (*client.Client, error) {
+	c, err := client.New(inv.options(subtree, filter))
+	if err != nil {
+		return nil, &usageError{err.Error()}
+	}
+	if err := inv.waitSynced(c); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (inv *invocation) waitSynced(c *client.Client) error {
+	ctx, cancel := context.WithTimeout(inv.Ctx, inv.g.timeout)
+	defer cancel()
+	if err := c.WaitSynced(ctx); err != nil {
+		if inv.Ctx.Err() != nil {
+			return errors.New("interrupted")
+		}
+		last := c.Stats().LastError
+		if last == "" {
+			last = "no answer"
+		}
+		return fmt.Errorf("cannot reach a clonekv server at %s within %v: %s\n"+
+			"  (is clonesrv running there? set --server or %s to its base address tcp://host:P)", inv.g.server, inv.g.timeout, last, EnvServer)
+	}
+	return nil
+}
+
+// run is the whole command, for tests: it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	g := &globals{server: defaultServer, timeout: 5 * time.Second, logLevel: "warn"}
+	if s := getenv(EnvServer); s != "" {
+		g.server = s
+	}
+	// The flag package's own printing is silenced: help goes to stdout,
+	// errors to stderr, each once.
+	top := flag.NewFlagSet("clonecli", flag.ContinueOnError)
+	top.SetOutput(io.Discard)
+	g.register(top)
+	if err := top.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage(stdout, top)
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "clonecli: %v (run \"clonecli help\")\n", err)
+		return exitUsage
+	}
+	rest := top.Args()
+	if len(rest) == 0 {
+		usage(stderr, top)
+		return exitUsage
+	}
+	name, rest := rest[0], rest[1:]
+	if name == "help" {
+		if len(rest) > 0 {
+			return run(ctx, []string{rest[0], "--help"}, stdout, stderr, getenv)
+		}
+		usage(stdout, top)
+		return exitOK
+	}
+	var cmd *command
+	for _, c := range commands() {
+		if c.name == name {
+			cmd = &c
+			break
+		}
+	}
+	if cmd == nil {
+		fmt.Fprintf(stderr, "clonecli: unknown command %q (run \"clonecli help\")\n", name)
+		return exitUsage
+	}
+	fs := flag.NewFlagSet("clonecli "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	g.register(fs)
+	inv := &invocation{Ctx: ctx, Name: name, Flags: fs, Stdout: stdout, Stderr: stderr, args: rest, g: g}
+	err := cmd.run(inv)
+	var ue *usageError
+	var nf *notFoundError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprintf(stdout, "Usage: clonecli %s %s\n\n%s.\n\nFlags:\n", cmd.name, cmd.args, cmd.summary)
+		fs.SetOutput(stdout)
+		fs.PrintDefaults()
+		return exitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "clonecli: %v\n", err)
+		return exitUsage
+	case errors.As(err, &nf):
+		fmt.Fprintf(stderr, "clonecli: %v\n", err)
+		return exitNotFound
+	default:
+		fmt.Fprintf(stderr, "clonecli %s: %v\n", name, err)
+		return exitFailure
+	}
+}
+
+func usage(w io.Writer, top *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: clonecli [--server tcp://host:P] [--timeout 5s] COMMAND [ARGS]\n\n"+
+		"A client for a clonekv server (ZeroMQ Clone pattern). The server address is\n"+
+		"--server, else $%s, else %s.\n\nCommands:\n", EnvServer, defaultServer)
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	for _, c := range commands() {
+		fmt.Fprintf(tw, "  %s %s\t%s\n", c.name, c.args, c.summary)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nExit status: 0 ok, 1 failure (e.g. server unreachable), 2 usage, 3 get: no such key.\n"+
+		"A VALUE that starts with '-' goes after \"--\". \"clonecli help COMMAND\" shows a command's flags.\n\nGlobal flags:\n")
+	top.SetOutput(w)
+	top.PrintDefaults()
+}

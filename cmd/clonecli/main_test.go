@@ -1,0 +1,328 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+
+	"clonekv/kvmsg"
+	"clonekv/server"
+	"clonekv/transport"
+)
+
+var cliBin string
+
+// TestMain builds clonecli once; the tests run it as a separate process,
+// as a shell user would.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "clonecli-test-")
+	if err != nil {
+		panic(err)
+	}
+	cliBin = filepath.Join(dir, "clonecli")
+	if out, err := exec.Command("go", "build", "-o", cliBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build clonecli: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func startServer(t *testing.T) string {
+	t.Helper()
+	srv, err := server.New(server.Config{Bind: "127.0.0.1", Heartbeat: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	<-srv.Ready()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+	})
+	return fmt.Sprintf("tcp://127.0.0.1:%d", srv.Port())
+}
+
+type result struct {
+	code           int
+	stdout, stderr string
+	took           time.Duration
+}
+
+// cli runs clonecli with args (and env entries like "CLONEKV_SERVER=..."),
+// bounded by 20s.
+func cli(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, cliBin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String(), took: time.Since(start)}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	default:
+		t.Fatalf("clonecli %q: %v", args, err)
+	}
+	return r
+}
+
+func (r result) must(t *testing.T, code int) result {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+// TestSetGetDel: set then get round-trips across processes; del removes;
+// get of a missing key exits 3; the server comes from --server or
+// CLONEKV_SERVER.
+func TestSetGetDel(t *testing.T) {
+	t.Parallel()
+	ep := startServer(t)
+	cli(t, nil, "--server", ep, "set", "/t/greeting", "hello world", "--ttl", "30s").must(t, 0)
+	if r := cli(t, nil, "get", "--server", ep, "/t/greeting").must(t, 0); r.stdout != "hello world\n" {
+		t.Fatalf("get printed %q", r.stdout)
+	}
+	env := []string{EnvServer + "=" + ep}
+	cli(t, env, "set", "--", "/t/neg", "-5").must(t, 0)
+	if r := cli(t, env, "get", "--json", "/t/neg").must(t, 0); !strings.Contains(r.stdout, `"value":"-5"`) {
+		t.Fatalf("get --json printed %q", r.stdout)
+	}
+	cli(t, env, "del", "/t/greeting").must(t, 0)
+	r := cli(t, env, "get", "/t/greeting").must(t, exitNotFound)
+	if !strings.Contains(r.stderr, "/t/greeting") {
+		t.Fatalf("not-found message %q", r.stderr)
+	}
+	cli(t, env, "set", "/t/x").must(t, exitUsage)
+	cli(t, env, "frobnicate").must(t, exitUsage)
+	if r := cli(t, nil, "--help").must(t, 0); !strings.Contains(r.stdout, "watch [SUBTREE]") {
+		t.Fatalf("help: %q", r.stdout)
+	}
+}
+
+// TestUnreachable: no server: a clear message and exit 1 within about the
+// timeout, not a hang.
+func TestUnreachable(t *testing.T) {
+	t.Parallel()
+	// A port triple with nothing listening: bind a server to find one, then
+	// stop it.
+	srv, err := server.New(server.Config{Bind: "127.0.0.1", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = srv.Run(ctx)
+	ep := fmt.Sprintf("tcp://127.0.0.1:%d", srv.Port())
+	for _, args := range [][]string{{"get", "k"}, {"set", "k", "v"}, {"dump"}, {"watch"}} {
+		r := cli(t, nil, append([]string{"--server", ep, "--timeout", "700ms"}, args...)...).must(t, exitFailure)
+		if !strings.Contains(r.stderr, "cannot reach a clonekv server at "+ep) || r.took > 5*time.Second {
+			t.Fatalf("%v: took %v, stderr %q", args, r.took, r.stderr)
+		}
+	}
+}
+
+// TestWatchSeesSet: watch prints an update within a second of a set made by
+// another clonecli process, and exits 0 on SIGINT.
+func TestWatchSeesSet(t *testing.T) {
+	t.Parallel()
+	ep := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	watch := exec.CommandContext(ctx, cliBin, "--server", ep, "watch", "/w/")
+	stdout, err := watch.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	watch.Stderr = &stderr
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	expect := func(prefix string, within time.Duration) string {
+		t.Helper()
+		timer := time.NewTimer(within)
+		defer timer.Stop()
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("watch ended before %q; stderr: %s", prefix, stderr.String())
+				}
+				if strings.HasPrefix(l, prefix) {
+					return l
+				}
+			case <-timer.C:
+				t.Fatalf("no %q line within %v; stderr: %s", prefix, within, stderr.String())
+			}
+		}
+	}
+	expect("resync-done ", 10*time.Second) // joined
+	start := time.Now()
+	setDone := make(chan error, 1)
+	go func() { setDone <- exec.CommandContext(ctx, cliBin, "--server", ep, "set", "/w/k", "v1").Run() }()
+	line := expect("update ", 5*time.Second)
+	if err := <-setDone; err != nil {
+		t.Fatalf("set: %v", err)
+	}
+	if took := time.Since(start); took > time.Second || !strings.HasSuffix(line, " /w/k v1") {
+		t.Fatalf("watch printed %q %v after the set started", line, took)
+	}
+	cli(t, nil, "--server", ep, "set", "/other/k", "x").must(t, 0) // outside the subtree
+	cli(t, nil, "--server", ep, "del", "/w/k").must(t, 0)
+	if l := expect("", 5*time.Second); !strings.HasPrefix(l, "delete ") || !strings.HasSuffix(l, " /w/k") {
+		t.Fatalf("next line %q, want the delete of /w/k (nothing outside the subtree)", l)
+	}
+	if err := watch.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Wait(); err != nil {
+		t.Fatalf("watch after SIGINT: %v; stderr %s", err, stderr.String())
+	}
+}
+
+// TestDumpMatchesServer: dump (text and JSON) prints exactly the server's
+// snapshot of the subtree.
+func TestDumpMatchesServer(t *testing.T) {
+	t.Parallel()
+	ep := startServer(t)
+	port := 0
+	fmt.Sscanf(ep[strings.LastIndex(ep, ":")+1:], "%d", &port)
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zctx.Term()
+	push, err := transport.Connect(zctx, zmq.PUSH, fmt.Sprintf("tcp://127.0.0.1:%d", port+2), transport.Options{Linger: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		m := kvmsg.Msg{Key: []byte(fmt.Sprintf("/d/%02d", i)), Body: []byte(fmt.Sprintf("v %d", i))}
+		if i%10 == 0 {
+			m.Body = []byte("tab\tand\nnewline")
+		}
+		if err := transport.SendMessage(push, m.Frames(), 0); err != nil {
+			t.Fatal(err)
+		}
+		m.Key = []byte(fmt.Sprintf("/e/%02d", i))
+		if err := transport.SendMessage(push, m.Frames(), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	push.Close()
+	var want map[string]string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var seq int64
+		want, seq = rawSnapshot(t, zctx, port, "/d/")
+		if seq == 80 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server at %d, want 80", seq)
+		}
+	}
+	r := cli(t, nil, "--server", ep, "dump", "/d/").must(t, 0)
+	got := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n") {
+		k, v, ok := strings.Cut(l, "\t")
+		if !ok {
+			t.Fatalf("dump line %q has no tab", l)
+		}
+		if strings.HasPrefix(v, `"`) {
+			if err := json.Unmarshal([]byte(v), &v); err != nil {
+				t.Fatalf("quoted value %s: %v", l, err)
+			}
+		}
+		got[k] = v
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("dump (%d keys) differs from the server's snapshot (%d keys):\n%s", len(got), len(want), r.stdout)
+	}
+	r = cli(t, nil, "--server", ep, "dump", "--json", "/d/").must(t, 0)
+	got = map[string]string{}
+	dec := json.NewDecoder(strings.NewReader(r.stdout))
+	for {
+		var rec struct{ Key, Value string }
+		if err := dec.Decode(&rec); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		got[rec.Key] = rec.Value
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("dump --json differs from the server's snapshot:\n%s", r.stdout)
+	}
+}
+
+// rawSnapshot asks the server for a snapshot on a fresh DEALER.
+func rawSnapshot(t *testing.T, zctx *zmq.Context, port int, subtree string) (map[string]string, int64) {
+	t.Helper()
+	d, err := transport.Connect(zctx, zmq.DEALER, fmt.Sprintf("tcp://127.0.0.1:%d", port), transport.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := transport.SendMessage(d, [][]byte{[]byte(kvmsg.CmdSnapshot), []byte(subtree)}, 0); err != nil {
+		t.Fatal(err)
+	}
+	poller := zmq.NewPoller()
+	poller.Add(d, zmq.POLLIN)
+	out := map[string]string{}
+	for {
+		polled, err := poller.Poll(5 * time.Second)
+		if err != nil || len(polled) == 0 {
+			t.Fatalf("snapshot: no answer (%v)", err)
+		}
+		frames, _, err := transport.RecvMessage(d, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := kvmsg.Decode(frames, kvmsg.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Key) == kvmsg.KeySnapshotEnd {
+			return out, m.Seq
+		}
+		out[string(m.Key)] = string(m.Body)
+	}
+}
