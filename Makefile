@@ -50,11 +50,11 @@ fuzz: deps
 # Neither asserts speed.
 bench: deps
 	$(GO) build -o $(BIN)/clonebench ./cmd/clonebench
-	./$(BIN)/clonebench --json bench/results/bench.json --chart bench/results/bench.html
+	$(BIN)/clonebench --json bench/results/bench.json --chart bench/results/bench.html
 
 bench-quick: deps
 	$(GO) build -o $(BIN)/clonebench ./cmd/clonebench
-	./$(BIN)/clonebench --quick --json bench/results/quick.json --chart bench/results/quick.html
+	$(BIN)/clonebench --quick --json bench/results/quick.json --chart bench/results/quick.html
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin

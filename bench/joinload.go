@@ -87,7 +87,9 @@ func (j *cloneJoiner) join(ctx context.Context, zctx *zmq.Context, port int, idl
 			want = w
 		default:
 		}
-		if snapDone && want >= 0 && j.last >= want {
+		// Done once caught up with the final sequence, or (a joiner that
+		// lost its KTHXBAI never catches up) once nothing has come for idle.
+		if snapDone && want >= 0 && (j.last >= want || time.Since(lastRecv) > idle) {
 			return nil
 		}
 		if !snapDone && time.Since(lastRecv) > idle {
@@ -123,6 +125,7 @@ func (j *cloneJoiner) join(ctx context.Context, zctx *zmq.Context, port int, idl
 				if err != nil || len(frames) != kvmsg.NumFrames || len(frames[kvmsg.FrameSeq]) != kvmsg.SeqLen {
 					break
 				}
+				lastRecv = time.Now()
 				u := pubMsg{string(frames[kvmsg.FrameKey]), string(frames[kvmsg.FrameBody]), int64(binary.BigEndian.Uint64(frames[kvmsg.FrameSeq]))}
 				if snapDone {
 					j.apply(u)

@@ -122,9 +122,18 @@ func TestUpdatesTrial(t *testing.T) {
 			if err := r.warmup(ctx, "/probe", 5*time.Second); err != nil {
 				t.Fatal(err)
 			}
-			o, err := r.trial(ctx, c, makeKeys("/u/", c.Keys), 5000, 200*time.Millisecond)
-			if err != nil {
-				t.Fatal(err)
+			// The machine is shared: a starved trial may fall short of its
+			// rate, so up to three tries, and the last must be whole.
+			var o trialOutcome
+			for try := 0; try < 3; try++ {
+				var err error
+				if o, err = r.trial(ctx, c, makeKeys("/u/", c.Keys), 5000, 200*time.Millisecond); err != nil {
+					t.Fatal(err)
+				}
+				if o.ok() {
+					break
+				}
+				t.Logf("try %d: sent %d minRecv %d lost %d achieved %.0f", try, o.sent, o.minRecv, o.lost, o.achieved)
 			}
 			if !o.ok() || o.sent != 1000 || o.hist.Count() != uint64(2*o.sent) || o.hist.Quantile(0.5) <= 0 {
 				t.Errorf("trial: sent %d minRecv %d lost %d achieved %.0f timed %d p50 %v", o.sent, o.minRecv, o.lost, o.achieved, o.hist.Count(), o.hist.Quantile(0.5))

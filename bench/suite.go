@@ -52,7 +52,7 @@ func Full() Suite {
 			TTL: TTLParams{Quiet: 3 * time.Second, Keys: 10_000, Spread: 3, LatRate: 2000},
 		},
 		Join:   JoinParams{Impls: bothImpls, Keys: 10_000, Pubs: 2, Rate: 10_000, Dur: 3 * time.Second, Joiners: 4},
-		Fanout: FanoutParams{Impls: bothImpls, Subs: 1000, Groups: 8, Rate: 1000, N: 2000},
+		Fanout: FanoutParams{Impls: bothImpls, Subs: 1000, Groups: 8, Rate: 100, N: 300},
 	}
 }
 
