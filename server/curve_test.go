@@ -82,8 +82,10 @@ func TestCurveAdmitsOnlyAllowedClients(t *testing.T) {
 		subOpts := in.opts
 		subOpts.Subscribe = []string{""}
 		it := intruder{in.name, p.connect(zmq.SUB, 1, subOpts), p.connect(zmq.DEALER, 0, in.opts), p.connect(zmq.PUSH, 2, in.opts)}
-		set(t, it.push, "/evil/"+in.name, "x")
-		send(t, it.dealer, []byte(kvmsg.CmdSnapshot), nil)
+		// DONTWAIT: once refused, these sockets have no peer and a
+		// blocking send would never return.
+		transport.SendMessage(it.push, kvmsg.Msg{Key: []byte("/evil/" + in.name), Body: []byte("x")}.Frames(), zmq.DONTWAIT)
+		transport.SendMessage(it.dealer, [][]byte{[]byte(kvmsg.CmdSnapshot), nil}, zmq.DONTWAIT)
 		intruders = append(intruders, it)
 	}
 
@@ -162,7 +164,7 @@ func TestCurveWithoutAllowList(t *testing.T) {
 		t.Errorf("snapshot has %d keys, want 1", len(kvs))
 	}
 	plain := newPeer(t, srv.Port()).dealer()
-	send(t, plain, []byte(kvmsg.CmdSnapshot), nil)
+	transport.SendMessage(plain, [][]byte{[]byte(kvmsg.CmdSnapshot), nil}, zmq.DONTWAIT)
 	if f, err := recvWithin(plain, 300*time.Millisecond); err == nil {
 		t.Errorf("plaintext client received %q", f)
 	}

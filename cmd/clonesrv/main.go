@@ -1,5 +1,9 @@
 // Command clonesrv runs a clonekv server: the ZeroMQ Guide's Clone pattern
 // (Model Five) — snapshot ROUTER on P, publisher on P+1, collector on P+2.
+//
+// Every flag may also come from an environment variable (CLONEKV_PORT for
+// --port, ...) or a TOML file (--config), with the precedence flag >
+// environment > file > default; --print-config shows the result.
 package main
 
 import (
@@ -8,33 +12,42 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
-	"clonekv/internal/logging"
+	"clonekv/config"
 	"clonekv/kvmsg"
+	"clonekv/metrics"
 	"clonekv/server"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
 
-func run(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("clonesrv", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var (
-		cfg       server.Config
-		hugz      time.Duration
-		logLevel  string
-		logFormat string
-	)
+// flags are clonesrv's settings; defineFlags binds them to a flag set.
+type flags struct {
+	srv                 server.Config
+	hugz                time.Duration
+	logLevel, logFormat string
+	http                string
+	pprof               bool
+	curveSecret         string
+	curveAllow          string
+	configFile          string
+	printConfig         bool
+	version             bool
+}
+
+func defineFlags(fs *flag.FlagSet, f *flags) {
+	cfg := &f.srv
 	fs.StringVar(&cfg.Bind, "bind", "*", "interface to listen on (\"*\" = all, as the seed; 127.0.0.1 for local only)")
 	fs.IntVar(&cfg.Port, "port", server.DefaultPort, "base port P: snapshots on P, updates published on P+1, collected on P+2")
 	fs.StringVar(&cfg.Collector, "collector", server.CollectorPull, "collector socket: pull (Model Five PUSH clients) or sub (RFC/Model Six PUB clients)")
-	fs.DurationVar(&hugz, "hugz", time.Second, "heartbeat (HUGZ) interval; 0 turns heartbeats off")
+	fs.DurationVar(&f.hugz, "hugz", time.Second, "heartbeat (HUGZ) interval; 0 turns heartbeats off")
 	fs.DurationVar(&cfg.ReapInterval, "reap-interval", 100*time.Millisecond, "how often expired keys are deleted")
 	fs.IntVar(&cfg.Limits.MaxKey, "max-key", kvmsg.DefaultMaxKey, "largest key accepted, in bytes")
 	fs.IntVar(&cfg.Limits.MaxBody, "max-body", kvmsg.DefaultMaxBody, "largest value accepted, in bytes")
@@ -42,43 +55,135 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.RouterHWM, "router-hwm", 1000, "snapshot messages queued per joining client (snapshots are paced, never dropped)")
 	fs.IntVar(&cfg.CollectorHWM, "collector-hwm", 10000, "client updates queued at the collector before senders are pushed back")
 	fs.DurationVar(&cfg.PubLinger, "pub-linger", time.Second, "how long shutdown keeps flushing published updates")
-	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.http, "http", "", "serve /metrics, /healthz, /readyz on this address (e.g. 127.0.0.1:9556); off when empty")
+	fs.BoolVar(&f.pprof, "pprof", false, "also serve /debug/pprof/ on the --http listener")
+	fs.StringVar(&f.curveSecret, "curve-secret-key-file", "", "turn on CURVE encryption with the server key pair in this file (clonecli keygen writes one)")
+	fs.StringVar(&f.curveAllow, "curve-allow", "", "admit only the clients whose public key files are in this directory (needs CURVE)")
+	fs.StringVar(&f.configFile, "config", "", "TOML file of settings (keys are the flag names); env CLONEKV_CONFIG")
+	fs.BoolVar(&f.printConfig, "print-config", false, "print the effective configuration, with where each value came from, and exit")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
+}
+
+// loader is how clonesrv reads its settings.
+var loader = config.Loader{EnvPrefix: "CLONEKV_", FileFlag: "config", Meta: []string{"print-config", "version"}}
+
+func run(args, environ []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("clonesrv", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f flags
+	defineFlags(fs, &f)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: clonesrv [flags]\n\nRuns a clonekv server (ZeroMQ Clone pattern, Model Five wire protocol).\n\nFlags:\n")
+		fmt.Fprintf(fs.Output(), "Usage: clonesrv [flags]\n\nRuns a clonekv server (ZeroMQ Clone pattern, Model Five wire protocol).\n"+
+			"Each flag may also be set as CLONEKV_<FLAG> (e.g. CLONEKV_PUB_HWM) or in the --config file;\n"+
+			"precedence: flag > environment > file > default.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	eff, err := loader.Load(fs, args, environ)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		if !errors.Is(err, config.ErrFlags) { // the flag package printed its own
+			fmt.Fprintf(stderr, "clonesrv: %v\n", err)
+		}
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "clonesrv: unexpected arguments %q\n", fs.Args())
-		return 2
+	if f.version {
+		fmt.Fprintln(stdout, versionString())
+		return 0
 	}
-	log, err := logging.New(stderr, logLevel, logFormat)
+	st, err := settle(eff, &f, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "clonesrv: %v\n", err)
 		return 2
 	}
-	cfg.Heartbeat = hugz
-	if hugz == 0 {
-		cfg.Heartbeat = -1
+	if f.printConfig {
+		if err := eff.Print(stdout); err != nil {
+			fmt.Fprintf(stderr, "clonesrv: %v\n", err)
+			return 1
+		}
+		return 0
 	}
-	cfg.Logger = log
+	return serve(st)
+}
 
-	srv, err := server.New(cfg)
+// serve runs the server, and the HTTP endpoints when asked, until SIGINT
+// or SIGTERM.
+func serve(st *settled) int {
+	log := st.log
+	var m *metrics.Metrics
+	if st.http != "" {
+		m = metrics.New()
+		st.srv.Handlers = append(st.srv.Handlers, m.Handler())
+	}
+	srv, err := server.New(st.srv)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if m != nil {
+		hs, err := startHTTP(ctx, st, srv, m)
+		if err != nil {
+			log.Error("cannot start", "err", err)
+			srv.Close()
+			return 1
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			if err := hs.Shutdown(sctx); err != nil {
+				log.Warn("http", "err", err)
+			}
+		}()
+	}
 	if err := srv.Run(ctx); err != nil {
 		log.Error("server failed", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// startHTTP serves the metrics and probes: healthy once the sockets are
+// bound (server.New succeeded), ready while the actors run and no stop
+// signal has come.
+func startHTTP(ctx context.Context, st *settled, srv *server.Server, m *metrics.Metrics) (*metrics.HTTPServer, error) {
+	if err := m.Watch(srv); err != nil {
+		return nil, err
+	}
+	h := metrics.HTTPHandler(metrics.HTTPConfig{
+		Gatherer: m.Registry,
+		Pprof:    st.pprof,
+		Logger:   st.log,
+		Ready: func() error {
+			select {
+			case <-ctx.Done():
+				return errors.New("shutting down")
+			default:
+			}
+			select {
+			case <-srv.Ready():
+				return nil
+			default:
+				return errors.New("starting")
+			}
+		},
+	})
+	hs, err := metrics.Listen(st.http, h)
+	if err != nil {
+		return nil, err
+	}
+	st.log.Info("http listening", "addr", hs.Addr(), "pprof", st.pprof)
+	return hs, nil
+}
+
+// settled is the configuration checked and turned into what serve needs.
+type settled struct {
+	srv   server.Config
+	log   *slog.Logger
+	http  string
+	pprof bool
 }

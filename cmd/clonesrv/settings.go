@@ -1,0 +1,107 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"clonekv/config"
+	"clonekv/internal/logging"
+	"clonekv/server"
+)
+
+// settle checks every value that the flag types alone do not, and builds
+// the server configuration. Each error names the key and where its value
+// came from (config.Effective.Invalid), so an operator can find it in the
+// command line, the environment or the file.
+func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error) {
+	var errs []error
+	bad := func(key string, format string, args ...any) {
+		errs = append(errs, eff.Invalid(key, fmt.Errorf(format, args...)))
+	}
+	c := f.srv
+	if c.Port < 0 || c.Port > 65533 {
+		bad("port", "out of range 0..65533 (P+2 must be a port too)")
+	}
+	if c.Collector != server.CollectorPull && c.Collector != server.CollectorSub {
+		bad("collector", "want %q or %q", server.CollectorPull, server.CollectorSub)
+	}
+	for key, d := range map[string]time.Duration{"hugz": f.hugz, "pub-linger": c.PubLinger} {
+		if d < 0 {
+			bad(key, "must not be negative")
+		}
+	}
+	if c.ReapInterval <= 0 {
+		bad("reap-interval", "must be positive")
+	}
+	if c.Limits.MaxKey < 1 || c.Limits.MaxKey > 1<<16-1 {
+		bad("max-key", "out of range 1..65535")
+	}
+	if c.Limits.MaxBody < 1 {
+		bad("max-body", "must be at least 1")
+	}
+	for key, n := range map[string]int{"pub-hwm": c.PubHWM, "router-hwm": c.RouterHWM, "collector-hwm": c.CollectorHWM} {
+		if n < 0 {
+			bad(key, "must not be negative")
+		}
+	}
+	log, err := logging.New(stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		if _, err := logging.New(stderr, f.logLevel, "text"); err != nil {
+			bad("log-level", "want debug, info, warn or error")
+		}
+		if _, err := logging.New(stderr, "info", f.logFormat); err != nil {
+			bad("log-format", "want text or json")
+		}
+	}
+	if f.http != "" {
+		if _, _, err := net.SplitHostPort(f.http); err != nil {
+			bad("http", "want host:port, e.g. 127.0.0.1:9556")
+		}
+	} else if f.pprof {
+		bad("pprof", "needs the --http listener")
+	}
+	if f.curveSecret != "" {
+		kp, err := config.ReadSecretKeyFile(f.curveSecret)
+		if err != nil {
+			bad("curve-secret-key-file", "%v", err)
+		}
+		c.Curve = &server.CurveConfig{SecretKey: kp.Secret}
+	}
+	if f.curveAllow != "" {
+		if f.curveSecret == "" {
+			bad("curve-allow", "needs CURVE: set curve-secret-key-file too")
+		} else if keys, err := config.ReadAllowDir(f.curveAllow); err != nil {
+			bad("curve-allow", "%v", err)
+		} else {
+			c.Curve.AllowedClients = keys
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	c.Heartbeat = f.hugz
+	if f.hugz == 0 {
+		c.Heartbeat = -1
+	}
+	c.Logger = log
+	if f.http != "" && !loopback(f.http) {
+		log.Warn("the --http listener is not on loopback: /metrics (and pprof) are open to the network", "http", f.http)
+	}
+	return &settled{srv: c, log: log, http: f.http, pprof: f.pprof}, nil
+}
+
+// loopback reports whether addr's host is a loopback address or localhost.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
