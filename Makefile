@@ -56,7 +56,11 @@ bench-quick: deps
 	$(GO) build -o $(BIN)/clonebench ./cmd/clonebench
 	$(BIN)/clonebench --quick --json bench/results/quick.json --chart bench/results/quick.html
 
-install: build
+# install: the commands into $(PREFIX)/bin (deploy/clonesrv.service expects
+# /usr/local/bin), built with version-control stamping so that
+# clonesrv --version names the commit even where GOFLAGS has -buildvcs=false.
+install: deps
+	$(GO) build -buildvcs=auto -o $(BIN)/ ./cmd/...
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN)/* $(DESTDIR)$(PREFIX)/bin/
 

@@ -124,3 +124,15 @@ func TestPrintConfig(t *testing.T) {
 		t.Errorf("printed config does not load back: exit %d\n%s%s", code, stdout.String(), stderr.String())
 	}
 }
+
+// TestExampleConfigLoads: deploy/clonekv.toml, the file the systemd unit
+// reads, is a valid configuration.
+func TestExampleConfigLoads(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"--config", "../../deploy/clonekv.toml", "--print-config"}, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), `http = "127.0.0.1:9556"`) {
+		t.Errorf("example config not applied:\n%s", stdout.String())
+	}
+}
