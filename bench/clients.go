@@ -204,7 +204,7 @@ func (s *subscriber) run(ctx context.Context, sock *zmq.Socket, clk clock) {
 	hist := NewHist()
 	poller := zmq.NewPoller()
 	poller.Add(sock, zmq.POLLIN)
-	frames := make([][]byte, 0, transport.MaxFrames)
+	rx := transport.NewReceiver(sock)
 	var last int64
 	for ctx.Err() == nil {
 		select {
@@ -217,8 +217,7 @@ func (s *subscriber) run(ctx context.Context, sock *zmq.Socket, clk clock) {
 			continue
 		}
 		for range 4096 {
-			var err error
-			frames, _, err = transport.RecvMessage(sock, zmq.DONTWAIT, frames)
+			frames, _, err := rx.Recv(zmq.DONTWAIT)
 			if err != nil {
 				break
 			}
@@ -291,7 +290,7 @@ func fetchSnapshot(zctx *zmq.Context, port int, subtree string, firstWait, idle 
 	}
 	poller := zmq.NewPoller()
 	poller.Add(sock, zmq.POLLIN)
-	frames := make([][]byte, 0, transport.MaxFrames)
+	rx := transport.NewReceiver(sock) // one cgo call per message, as the client package does
 	for {
 		wait := idle
 		if r.Syncs == 0 {
@@ -306,7 +305,7 @@ func fetchSnapshot(zctx *zmq.Context, port int, subtree string, firstWait, idle 
 			return r, nil // incomplete
 		}
 		for range 4096 {
-			frames, _, err = transport.RecvMessage(sock, zmq.DONTWAIT, frames)
+			frames, _, err := rx.Recv(zmq.DONTWAIT)
 			if isEAGAIN(err) {
 				break
 			}

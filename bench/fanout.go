@@ -64,7 +64,10 @@ func (g *subGroup) run(ctx context.Context, socks []*zmq.Socket, clk clock) {
 	}
 	g.count, g.gaps, g.hist = make([]int64, len(socks)), make([]int64, len(socks)), NewHist()
 	last := make([]int64, len(socks))
-	frames := make([][]byte, 0, transport.MaxFrames)
+	rxs := make([]*transport.Receiver, len(socks))
+	for i, s := range socks {
+		rxs[i] = transport.NewReceiver(s)
+	}
 	for ctx.Err() == nil {
 		polled, err := poller.PollAll(20 * time.Millisecond)
 		if err != nil {
@@ -75,7 +78,7 @@ func (g *subGroup) run(ctx context.Context, socks []*zmq.Socket, clk clock) {
 				continue
 			}
 			for range 1024 {
-				frames, _, err = transport.RecvMessage(socks[i], zmq.DONTWAIT, frames)
+				frames, _, err := rxs[i].Recv(zmq.DONTWAIT)
 				if err != nil || len(frames) != kvmsg.NumFrames || len(frames[kvmsg.FrameSeq]) != kvmsg.SeqLen {
 					break
 				}

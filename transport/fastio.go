@@ -261,7 +261,7 @@ type Receiver struct {
 
 // NewReceiver returns a receiver for sock whose buffer grows up to need.
 func NewReceiver(sock *zmq.Socket) *Receiver {
-	return &Receiver{sock: sock, buf: make([]byte, 64<<10), frames: make([][]byte, 0, MaxFrames)}
+	return &Receiver{sock: sock, buf: make([]byte, 8<<10), frames: make([][]byte, 0, MaxFrames)}
 }
 
 // Recv receives one message and returns its frames (at most MaxFrames
