@@ -250,6 +250,9 @@ func (r *Router) run(root *actor.RootContext) {
 				if IsTerm(err) {
 					return
 				}
+				if !IsHostUnreachable(err) {
+					r.cfg.Logger.Warn("snapshot send failed; abandoning the peer's stream", "peer", fmt.Sprintf("%x", q.peer), "err", err)
+				}
 				r.fail(root, q, ErrPeerGone)
 				delete(queues, string(q.peer))
 				continue
@@ -284,7 +287,9 @@ func (r *Router) sendQuantum(root *actor.RootContext, sock *zmq.Socket, q *peerQ
 			q.next = 0
 		}
 		if err != nil {
-			if IsAgain(err) {
+			if IsAgain(err) || IsInterrupted(err) {
+				// Full (or a signal interrupted the call): this peer waits
+				// for the retry, the others go on.
 				q.full = true
 				return false, nil
 			}
