@@ -25,15 +25,25 @@ static int ckv_send_msgs(void *sock, const char *buf, const size_t *sizes,
     for (int m = 0; m < nmsgs; m++) {
         size_t msg_off = off;
         int msg_f = f;
+        // EINTR (a signal, e.g. Go's preemption SIGURG, interrupted
+        // libzmq's command processing) is retried, as pebbe/zmq4 does:
+        // reported, it would look like a failed peer.
+        int rc;
         if (prefix_len >= 0) {
-            if (zmq_send(sock, prefix, (size_t)prefix_len, flags | ZMQ_SNDMORE) < 0) {
+            do {
+                rc = zmq_send(sock, prefix, (size_t)prefix_len, flags | ZMQ_SNDMORE);
+            } while (rc < 0 && errno == EINTR);
+            if (rc < 0) {
                 *err = errno;
                 return m;
             }
         }
         for (int i = 0; i < per_msg; i++, f++) {
             int fl = flags | (i < per_msg - 1 ? ZMQ_SNDMORE : 0);
-            if (zmq_send(sock, buf + off, sizes[f], fl) < 0) {
+            do {
+                rc = zmq_send(sock, buf + off, sizes[f], fl);
+            } while (rc < 0 && errno == EINTR);
+            if (rc < 0) {
                 *err = errno;
                 (void)msg_off; (void)msg_f;
                 return m;
