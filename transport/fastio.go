@@ -71,6 +71,11 @@ static int ckv_recv_msg(void *sock, int flags, char *buf, size_t cap,
         if (zmq_msg_recv(&msg, sock, flags) < 0) {
             *err = errno;
             zmq_msg_close(&msg);
+            if (*err == EINTR) {
+                // Interrupted by a signal before a frame arrived: try
+                // again rather than cut a message in two.
+                continue;
+            }
             if (n == 0) {
                 return -1;
             }
