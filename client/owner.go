@@ -58,6 +58,7 @@ type owner struct {
 	pending  []kvmsg.Msg // updates received while the snapshot streams
 	missTop  int64       // highest sequence known lost on the SUB during the join
 	joinFrom time.Time
+	joinMsgs int // snapshot messages received in this join
 
 	lastApplied int64
 
@@ -167,7 +168,7 @@ func (o *owner) checkDeadlines(now time.Time) {
 	case stSnapshot:
 		if now.After(o.deadline) {
 			o.c.cnt.timeouts.Add(1)
-			o.fail(fmt.Sprintf("snapshot from %s stalled for %v", o.sess.ep.name, o.o.JoinTimeout), true)
+			o.fail(fmt.Sprintf("snapshot from %s stalled for %v after %d messages", o.sess.ep.name, o.o.JoinTimeout, o.joinMsgs), true)
 		}
 	case stFollowing:
 		if o.o.HeartbeatTimeout > 0 && now.Sub(o.lastHeard) > o.o.HeartbeatTimeout {
@@ -200,6 +201,7 @@ func (o *owner) resetJoin() {
 	o.next = kvmap.New()
 	o.pending = nil
 	o.missTop = 0
+	o.joinMsgs = 0
 	o.joinFrom = time.Now()
 }
 
@@ -467,6 +469,7 @@ func (o *owner) readSnapshot() {
 			return
 		}
 		o.deadline = time.Now().Add(o.o.JoinTimeout)
+		o.joinMsgs++
 		m, err := kvmsg.Decode(frames, kvmsg.Limits{})
 		if err != nil {
 			o.c.cnt.malformed.Add(1)

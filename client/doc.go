@@ -1,0 +1,103 @@
+// Package client is clonekv's Go client: it joins a clone server (the
+// ZeroMQ Guide's Clone pattern, Model Five wire protocol), keeps a copy of
+// the map under a subtree, follows every change, writes changes, and never
+// silently diverges from the server: at any moment its map either matches
+// the server at Seq, or a re-join is in progress and watchers have been told
+// (EventResyncStarted).
+//
+//	c, err := client.Dial(ctx, client.Options{Endpoints: []string{"tcp://127.0.0.1:5556"}, Subtree: "/app/"})
+//	v, ok := c.Get("/app/config")
+//	err = c.Set("/app/config", []byte("v2"), 30*time.Second)
+//	for ev := range c.Watch(ctx) { ... }
+//
+// # Joining
+//
+// Per endpoint the client connects a SUB to P+1 (subscribed before it asks
+// for anything), waits until that connection's handshake completes, then
+// sends ICANHAZ? + subtree on a fresh DEALER to P, applies the KVSYNCs to a
+// new map until KTHXBAI, then applies the updates the SUB buffered meanwhile
+// whose sequence is above the KTHXBAI sequence, and swaps the new map in.
+//
+// # When the client re-joins
+//
+//   - A gap (an update was lost, e.g. past the PUB or SUB high-water mark):
+//     a fresh snapshot from the same server; the SUB is kept, as it is
+//     connected and subscribed and its stream simply goes on.
+//   - The sequence goes backwards (the server restarted with less state), or
+//     the SUB's connection drops (seen through a socket monitor; a restart
+//     always drops it): new sockets, the same endpoint first.
+//   - Silence: nothing, not even a HUGZ (sequence 0, which never counts as a
+//     sequence), for Options.HeartbeatTimeout; or an endpoint that refuses
+//     the connection, fails the handshake or stalls a snapshot for
+//     Options.JoinTimeout: new sockets on the next endpoint, round robin (the
+//     Guide's Model Six). After every endpoint failed in a row the client
+//     waits 50ms, doubling up to 1s, before the next round.
+//
+// # Gap detection and subtrees: a decision
+//
+// Sequence numbers are global across subtrees, so a client that receives
+// only its subtree sees gaps whenever other subtrees change and cannot tell
+// them from lost updates. Options.Filter therefore chooses:
+//
+//   - FilterLocal (the default): the SUB subscribes to everything and the
+//     client drops keys outside the subtree itself. It sees every sequence,
+//     so every loss is detected and repaired. The cost is bandwidth and CPU
+//     for the other subtrees' updates.
+//   - FilterServer: the SUB subscribes to the subtree and to "HUGZ" (a
+//     subtree subscription alone would filter the heartbeats out). The
+//     server sends only the subtree's updates, but a loss cannot be detected
+//     from sequences; restarts (backwards sequence, dropped connection) and
+//     silence still are. Use it when the subtree is a small part of a busy
+//     map and the subscriber is known to keep up.
+//
+// With Subtree "" both are the same. clonecli's get, set, del and dump use
+// FilterServer (they only need the snapshot); watch and demo use
+// FilterLocal.
+//
+// # Reads during a re-join
+//
+// The map is kept in a copy-on-write kvmap.Map owned by one goroutine and
+// guarded by a RWMutex: the owner takes the write lock only to apply one
+// batch of updates (at most 1024) or to swap in a new map; Get holds the
+// read lock for one lookup; Snapshot takes an O(1) copy-on-write View under
+// the lock and is walked without any lock, so a slow reader never delays the
+// socket owner (which would overflow the SUB and cause gaps). A View per
+// batch, published through an atomic pointer, was the alternative; it makes
+// the owner copy a B-tree path after every batch even when nobody reads,
+// which a write-heavy follower would pay for nothing.
+//
+// A re-join builds the new map beside the old one: until it completes,
+// Get, Snapshot and Seq answer from the last consistent map (Synced and
+// Snapshot.Synced say false), Set and Delete still go to the server, and
+// the SUB is drained into a buffer (bounded by Options.MaxPending) so
+// nothing queues up in ZeroMQ. When it completes, watchers receive the
+// differences between the old and new map as update and delete events,
+// then EventResyncDone.
+//
+// # Events: never blocking, never silent
+//
+// Each watcher has a buffered channel (Options.EventBuffer). The owner
+// goroutine never waits for a watcher: it is the one goroutine reading the
+// sockets, and blocking it on a slow consumer would overflow the SUB and
+// turn one slow watcher into lost updates for the whole client. When a
+// watcher's channel is full, its events are dropped and counted, and as
+// soon as there is room the watcher receives an EventLost with the count
+// before anything newer, so a watcher is never silently behind: on
+// EventLost, re-read the map with Snapshot.
+//
+// # Writes
+//
+// Set and Delete send a KVSET with a fresh random (version 4) UUID on the
+// PUSH and return once ZeroMQ has queued it (ErrBackpressure if the queue to
+// the server is full, ErrNotConnected between sessions). The local map
+// changes only when the server publishes the update; SetWait and DeleteWait
+// wait for that, matching the echo by UUID, and return its sequence.
+//
+// # Goroutines and sockets
+//
+// One owner goroutine creates, uses and closes every socket of the client
+// (DEALER, SUB, PUSH, the SUB's monitor PAIR, the wake pipe's PULL), in the
+// client's own ZeroMQ context. API calls reach it through a channel; a
+// second goroutine owns the sending end of an inproc wake pipe so that the
+// owner's poll returns at once. Close stops both and waits for them.
+package client
