@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -37,6 +38,9 @@ type Loader struct {
 	// Meta are flags that are actions, not settings (print-config,
 	// version): only the command line may set them.
 	Meta []string
+	// IgnoreEnv are variables with the prefix that belong to other
+	// commands sharing it (clonecli's CLONEKV_SERVER) and are not errors.
+	IgnoreEnv []string
 	// ReadFile reads the config file; default os.ReadFile.
 	ReadFile func(string) ([]byte, error)
 }
@@ -166,7 +170,7 @@ func (l Loader) environment(fs *flag.FlagSet, environ []string, meta map[string]
 	var errs []error
 	for _, kv := range environ {
 		name, value, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(name, l.EnvPrefix) {
+		if !ok || !strings.HasPrefix(name, l.EnvPrefix) || slices.Contains(l.IgnoreEnv, name) {
 			continue
 		}
 		key := strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(name, l.EnvPrefix)), "_", "-")

@@ -36,7 +36,7 @@ func newFlags(s *settings) *flag.FlagSet {
 }
 
 func testLoader(files map[string]string) Loader {
-	return Loader{EnvPrefix: "CLONEKV_", FileFlag: "config", Meta: []string{"print-config"},
+	return Loader{EnvPrefix: "CLONEKV_", FileFlag: "config", Meta: []string{"print-config"}, IgnoreEnv: []string{"CLONEKV_SERVER"},
 		ReadFile: func(p string) ([]byte, error) {
 			if s, ok := files[p]; ok {
 				return []byte(s), nil
@@ -77,6 +77,9 @@ func TestPrecedence(t *testing.T) {
 		{"config flag over config env", []string{"--config", "b.toml"}, []string{"CLONEKV_CONFIG=a.toml"},
 			settings{bind: "*", port: 8000, hugz: time.Second, config: "b.toml"},
 			map[string]string{"port": "file b.toml", "bind": "default"}},
+		{"another command's variable is ignored", nil, []string{"CLONEKV_SERVER=tcp://x:1"},
+			settings{bind: "*", port: 5556, hugz: time.Second},
+			map[string]string{"bind": "default"}},
 		{"dashes are underscores in env", nil, []string{"CLONEKV_KEY_FILE=/k"},
 			settings{bind: "*", port: 5556, hugz: time.Second, file: "/k"},
 			map[string]string{"key-file": "env CLONEKV_KEY_FILE"}},

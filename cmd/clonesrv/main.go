@@ -66,8 +66,10 @@ func defineFlags(fs *flag.FlagSet, f *flags) {
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 }
 
-// loader is how clonesrv reads its settings.
-var loader = config.Loader{EnvPrefix: "CLONEKV_", FileFlag: "config", Meta: []string{"print-config", "version"}}
+// loader is how clonesrv reads its settings. CLONEKV_SERVER is clonecli's
+// (the server address), which an operator's shell may well export.
+var loader = config.Loader{EnvPrefix: "CLONEKV_", FileFlag: "config", Meta: []string{"print-config", "version"},
+	IgnoreEnv: []string{"CLONEKV_SERVER"}}
 
 func run(args, environ []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("clonesrv", flag.ContinueOnError)
