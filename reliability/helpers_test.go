@@ -1,0 +1,213 @@
+package reliability
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+
+	"clonekv/kvmsg"
+	"clonekv/server"
+	"clonekv/transport"
+)
+
+// testLogger writes server logs only with -v.
+func testLogger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// inproc is an in-process server on 127.0.0.1 and a free port triple.
+type inproc struct {
+	*server.Server
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startServer runs a server until stop is called (or the test ends).
+func startServer(t testing.TB, cfg server.Config) *inproc {
+	t.Helper()
+	cfg.Bind = "127.0.0.1"
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger()
+	}
+	srv, err := server.New(cfg)
+	if err != nil {
+		t.Fatalf("server.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &inproc{Server: srv, cancel: cancel, done: make(chan error, 1)}
+	go func() { s.done <- srv.Run(ctx) }()
+	select {
+	case <-srv.Ready():
+	case err := <-s.done:
+		t.Fatalf("Run: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("server not ready in 10s")
+	}
+	t.Cleanup(func() { s.stop(t) })
+	return s
+}
+
+// stop shuts the server down and waits for Run to return (idempotent).
+func (s *inproc) stop(t testing.TB) {
+	t.Helper()
+	s.cancel()
+	select {
+	case err, ok := <-s.done:
+		if ok && err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if ok {
+			close(s.done)
+		}
+	case <-time.After(20 * time.Second):
+		t.Errorf("server did not stop in 20s")
+	}
+}
+
+// newContext returns a client ZeroMQ context, terminated when the test ends.
+// maxSockets > 0 raises libzmq's default limit of 1023 sockets.
+func newContext(t testing.TB, maxSockets int) *zmq.Context {
+	t.Helper()
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if maxSockets > 0 {
+		if err := zctx.SetMaxSockets(maxSockets); err != nil {
+			t.Fatalf("set max sockets %d: %v", maxSockets, err)
+		}
+	}
+	t.Cleanup(func() { zctx.Term() })
+	return zctx
+}
+
+func endpoint(port, offset int) string { return fmt.Sprintf("tcp://127.0.0.1:%d", port+offset) }
+
+// connect opens a client socket or fails the test. The caller owns it and
+// closes it from the goroutine that uses it.
+func connect(t testing.TB, zctx *zmq.Context, typ zmq.Type, port, offset int, opts transport.Options) *zmq.Socket {
+	t.Helper()
+	s, err := transport.Connect(zctx, typ, endpoint(port, offset), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// recvWithin receives one message within d.
+func recvWithin(s *zmq.Socket, d time.Duration) ([][]byte, error) {
+	poller := zmq.NewPoller()
+	poller.Add(s, zmq.POLLIN)
+	polled, err := poller.Poll(d)
+	if err != nil {
+		return nil, err
+	}
+	if len(polled) == 0 {
+		return nil, fmt.Errorf("nothing within %v", d)
+	}
+	frames, _, err := transport.RecvMessage(s, 0, nil)
+	return frames, err
+}
+
+// setMsg is a KVSET's frames.
+func setMsg(key string, body []byte, props ...string) [][]byte {
+	m := kvmsg.Msg{Key: []byte(key), Body: body}
+	for i := 0; i+1 < len(props); i += 2 {
+		m = m.SetProp(props[i], props[i+1])
+	}
+	return m.Frames()
+}
+
+// stampBody is an update body carrying its index and send time, so a
+// subscriber can check order and measure latency.
+func stampBody(idx int64, pad int) []byte {
+	b := make([]byte, 16+pad)
+	binary.BigEndian.PutUint64(b, uint64(idx))
+	binary.BigEndian.PutUint64(b[8:], uint64(time.Now().UnixNano()))
+	return b
+}
+
+// readStamp returns a stamped body's index and its age.
+func readStamp(b []byte) (idx int64, age time.Duration, ok bool) {
+	if len(b) < 16 {
+		return 0, 0, false
+	}
+	idx = int64(binary.BigEndian.Uint64(b))
+	sent := int64(binary.BigEndian.Uint64(b[8:]))
+	return idx, time.Duration(time.Now().UnixNano() - sent), true
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// fdCount counts the open file descriptors of a process (pid 0: this one).
+func fdCount(t testing.TB, pid int) int {
+	t.Helper()
+	dir := "/proc/self/fd"
+	if pid > 0 {
+		dir = fmt.Sprintf("/proc/%d/fd", pid)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Skipf("cannot count file descriptors: %v", err)
+	}
+	return len(ents)
+}
+
+// procStatus reads one "Name: value kB" field of /proc/<pid>/status, in
+// bytes for kB fields (pid 0: this process).
+func procStatus(pid int, field string) (int64, error) {
+	path := "/proc/self/status"
+	if pid > 0 {
+		path = fmt.Sprintf("/proc/%d/status", pid)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		if !ok || name != field {
+			continue
+		}
+		var v int64
+		var unit string
+		fmt.Sscan(strings.TrimSpace(rest), &v, &unit)
+		if unit == "kB" {
+			v *= 1024
+		}
+		return v, nil
+	}
+	return 0, fmt.Errorf("%s: no field %s", path, field)
+}
+
+// rss is a process's resident set size in bytes.
+func rss(t testing.TB, pid int) int64 {
+	t.Helper()
+	v, err := procStatus(pid, "VmRSS")
+	if err != nil {
+		t.Fatalf("rss: %v", err)
+	}
+	return v
+}
+
+const mib = 1 << 20

@@ -1,0 +1,299 @@
+package reliability
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+
+	"clonekv/kvmsg"
+	"clonekv/server"
+	"clonekv/transport"
+)
+
+// latSub reads stamped updates under a prefix on its own goroutine,
+// checks they arrive in order with none missing, and keeps their latencies.
+type latSub struct {
+	mu   sync.Mutex
+	lat  latencies
+	next int64
+	err  error
+	stop chan struct{}
+	done chan struct{}
+}
+
+func startLatSub(t testing.TB, zctx *zmq.Context, port int, prefix string) *latSub {
+	t.Helper()
+	sub := connect(t, zctx, zmq.SUB, port, 1, transport.Options{Subscribe: []string{prefix}, RcvHWM: 1 << 20})
+	push := connect(t, zctx, zmq.PUSH, port, 2, transport.Options{})
+	waitSubscribed(t, push, sub, prefix+"ping")
+	push.Close()
+	l := &latSub{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		defer sub.Close()
+		for {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			frames, err := recvWithin(sub, 20*time.Millisecond)
+			if err != nil {
+				continue
+			}
+			m, err := kvmsg.Decode(frames, kvmsg.Limits{})
+			if err != nil || len(m.Body) < 16 {
+				continue
+			}
+			idx, age, _ := readStamp(m.Body)
+			l.mu.Lock()
+			if idx != l.next && l.err == nil {
+				l.err = fmt.Errorf("update %d arrived when %d was due: lost or reordered", idx, l.next)
+			}
+			l.next = idx + 1
+			l.lat = append(l.lat, age)
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+// take returns the latencies since the last take.
+func (l *latSub) take() latencies {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.lat
+	l.lat = nil
+	return out
+}
+
+// halt stops the reader once it has every update up to want (the number
+// sent) or after 10s, and returns any order error.
+func (l *latSub) halt(want int64) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		l.mu.Lock()
+		n := l.next
+		l.mu.Unlock()
+		if n >= want {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(l.stop)
+	<-l.done
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err == nil && l.next != want {
+		return fmt.Errorf("received %d of %d updates", l.next, want)
+	}
+	return l.err
+}
+
+func stamped(prefix string, keys, pad int) func(i int64) [][]byte {
+	return func(i int64) [][]byte {
+		return setMsg(fmt.Sprintf("%s%03d", prefix, i%int64(keys)), stampBody(i, pad))
+	}
+}
+
+// peakRSS samples a process's RSS every 50ms for d and returns the peak.
+func peakRSS(t testing.TB, pid int, d time.Duration) int64 {
+	var peak int64
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		peak = max(peak, rss(t, pid))
+	}
+	return peak
+}
+
+// TestSlowSubscriber stalls one subscriber (it stops reading) while the
+// server publishes hundreds of megabytes it subscribed to. The server's RSS
+// (a real clonesrv process, --pub-hwm 1000) must stay bounded, another
+// subscriber's latency must stay within twice a run without the stalled
+// one, and the stalled one, once it reads again, must see its gap, re-join
+// and converge.
+func TestSlowSubscriber(t *testing.T) {
+	// 10,000 x 4 KiB a second: about what this box sustains while also
+	// generating it (at 20,000 the server falls behind, see the README).
+	blastRate, phase := 10000, 6*time.Second
+	if raceEnabled {
+		phase = 5 * time.Second
+	}
+	const body = 4096
+	const bound = 64 * mib
+	p := startClonesrv(t, "--pub-hwm", "1000")
+	zctx := newContext(t, 0)
+	fast := startLatSub(t, zctx, p.port, "/lat/")
+	lat := startLoader(zctx, p.port, 500, stamped("/lat/", 10, 0))
+	blast := startLoader(zctx, p.port, blastRate, stamped("/blast/", 100, body))
+
+	// Phase 1: nobody follows /blast/; the PUB filters it out.
+	time.Sleep(500 * time.Millisecond)
+	fast.take()
+	sent0 := blast.sent.Load()
+	peak1 := peakRSS(t, p.pid(), phase)
+	clean := fast.take()
+	sent1 := blast.sent.Load()
+
+	// Phase 2: a subscriber to everything that stops reading.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	slow := startReplica(ctx, zctx, p.port, 2*time.Second, 1000)
+	waitFor(t, 10*time.Second, "slow subscriber joined", func() bool {
+		st, err := slow.State(time.Second)
+		return err == nil && st.Joins == 1 && st.Applied > 0
+	})
+	resume, err := slow.Pause(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast.take()
+	sent2 := blast.sent.Load()
+	peak2 := peakRSS(t, p.pid(), phase)
+	stalled := fast.take()
+	sent3 := blast.sent.Load()
+	blastBytes := (sent3 - sent2) * body
+
+	// Phase 3: it reads again, finds its gap (at the first update after
+	// its backlog: Model Five has no other way to tell) and re-joins.
+	resume()
+	blast.halt(t)
+	time.Sleep(time.Second)
+	lat.halt(t)
+	if err := fast.halt(lat.sent.Load()); err != nil {
+		t.Errorf("fast subscriber: %v", err)
+	}
+	took := converge(t, zctx, p.port, []*replica{slow}, 30*time.Second, "after the stall")
+	st, _ := slow.State(5 * time.Second)
+
+	t.Logf("phase 1 (no slow subscriber): blast %d msgs/s of %d B, server peak RSS %d MiB, fast subscriber %v",
+		int(float64(sent1-sent0)/phase.Seconds()), body, peak1/mib, clean)
+	t.Logf("phase 2 (stalled subscriber): blast %d MiB it subscribed to, server peak RSS %d MiB (+%d MiB), fast subscriber %v",
+		blastBytes/mib, peak2/mib, (peak2-peak1)/mib, stalled)
+	t.Logf("phase 3: stalled subscriber resumed: %d gap re-joins, %d joins, converged in %v", st.Gaps, st.Joins, took.Round(time.Millisecond))
+	if blastBytes < 2*bound {
+		t.Fatalf("only %d MiB published during the stall; the memory check needs at least %d", blastBytes/mib, 2*bound/mib)
+	}
+	if peak2-peak1 > bound {
+		t.Errorf("server RSS grew by %d MiB while a subscriber stalled (bound %d MiB)", (peak2-peak1)/mib, bound/mib)
+	}
+	checkLatency(t, "fast subscriber beside a stalled one", stalled, clean)
+	if st.Gaps < 1 || st.Joins < 2 {
+		t.Errorf("stalled subscriber: %d gaps, %d joins; want it to see its gap and re-join", st.Gaps, st.Joins)
+	}
+}
+
+// TestSlowJoiner has one joiner read a large snapshot one message at a
+// time. Other joiners (small and whole-map snapshots) and live updates must
+// not wait for it: their times stay within twice those measured before it
+// started. Then it reads fast and must get every key and the KTHXBAI.
+func TestSlowJoiner(t *testing.T) {
+	bigKeys := 200000
+	if raceEnabled {
+		bigKeys = 50000
+	}
+	srv := startServer(t, server.Config{})
+	zctx := newContext(t, 0)
+	push := connect(t, zctx, zmq.PUSH, srv.Port(), 2, transport.Options{SndHWM: 100000})
+	defer push.Close()
+	val := []byte(strings.Repeat("v", 100))
+	for i := range bigKeys {
+		sendOrFail(t, push, setMsg(fmt.Sprintf("/big/%07d", i), val))
+	}
+	for i := range 100 {
+		sendOrFail(t, push, setMsg(fmt.Sprintf("/small/%03d", i), val))
+	}
+	waitFor(t, 60*time.Second, "map filled", func() bool { return srv.Stats().Sequence.Load() == int64(bigKeys+100) })
+
+	fast := startLatSub(t, zctx, srv.Port(), "/lat/")
+	lat := startLoader(zctx, srv.Port(), 200, stamped("/lat/", 10, 0))
+	joins := func() (small, whole latencies) {
+		for i := range 20 {
+			start := time.Now()
+			m, _ := snapshotMap(t, zctx, srv.Port(), "/small/", 10*time.Second)
+			small = append(small, time.Since(start))
+			if len(m) != 100 {
+				t.Fatalf("small snapshot has %d keys", len(m))
+			}
+			if i%10 == 0 {
+				start = time.Now()
+				m, _ := snapshotMap(t, zctx, srv.Port(), "/big/", 60*time.Second)
+				whole = append(whole, time.Since(start))
+				if len(m) != bigKeys {
+					t.Fatalf("big snapshot has %d keys", len(m))
+				}
+			}
+		}
+		return small, whole
+	}
+	time.Sleep(200 * time.Millisecond)
+	fast.take()
+	cleanSmall, cleanWhole := joins()
+	cleanLat := fast.take()
+
+	// The slow joiner: a DEALER with a tiny receive queue, read one message
+	// every 10ms.
+	dealer := connect(t, zctx, zmq.DEALER, srv.Port(), 0, transport.Options{RcvHWM: 10})
+	defer dealer.Close()
+	sendOrFail(t, dealer, [][]byte{[]byte(kvmsg.CmdSnapshot), nil})
+	slowDone := make(chan struct{})
+	slowRead := make(chan int, 1)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-slowDone:
+				slowRead <- n
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if _, err := recvWithin(dealer, 0); err == nil {
+				n++
+			}
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	fast.take()
+	slowSmall, slowWhole := joins()
+	slowLat := fast.take()
+	close(slowDone)
+	n := <-slowRead
+
+	// Now read the rest at full speed: every key and the KTHXBAI.
+	got := n
+	var end kvmsg.Msg
+	for {
+		frames, err := recvWithin(dealer, 10*time.Second)
+		if err != nil {
+			t.Fatalf("slow joiner after %d messages: %v", got, err)
+		}
+		m, err := kvmsg.Decode(frames, kvmsg.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Key) == kvmsg.KeySnapshotEnd {
+			end = m
+			break
+		}
+		got++
+	}
+	lat.halt(t)
+	if err := fast.halt(lat.sent.Load()); err != nil {
+		t.Errorf("live updates: %v", err)
+	}
+	t.Logf("before the slow joiner: small joins %v, whole /big/ joins %v, live updates %v", cleanSmall, cleanWhole, cleanLat)
+	t.Logf("with it (it read %d messages in that time): small joins %v, whole /big/ joins %v, live updates %v", n, slowSmall, slowWhole, slowLat)
+	t.Logf("slow joiner then got %d KVSYNCs and KTHXBAI at seq %d", got, end.Seq)
+	if got < bigKeys+100 {
+		t.Errorf("slow joiner got %d KVSYNCs, want at least %d", got, bigKeys+100)
+	}
+	checkLatency(t, "small joins beside a slow joiner", slowSmall, cleanSmall)
+	if !within2x(slowWhole.pct(100), cleanWhole.pct(100), 200*time.Millisecond) {
+		t.Errorf("whole-map joins slowed down by a slow joiner: %v vs %v", slowWhole, cleanWhole)
+	}
+	checkLatency(t, "live updates beside a slow joiner", slowLat, cleanLat)
+}
