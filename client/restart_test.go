@@ -26,7 +26,12 @@ func startProc(t testing.TB, bin string, port int) *serverProc {
 		t.Fatalf("start clonesrv: %v", err)
 	}
 	go func() { _ = p.cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() { p.kill(t) })
+	t.Cleanup(func() {
+		p.kill(t)
+		if t.Failed() {
+			t.Logf("clonesrv --port %d (exit %v) stderr:\n%s", port, p.cmd.ProcessState, p.stderr)
+		}
+	})
 	return p
 }
 
@@ -62,17 +67,15 @@ func TestServerProcessRestart(t *testing.T) {
 	for i := range 30 {
 		set(t, push, fmt.Sprintf("/old/%02d", i), "before")
 	}
+	waitSeq(t, port, 30)
 	assertMatches(t, c, port, "")
 	if n := c.Snapshot().Len(); n != 30 {
 		t.Fatalf("client holds %d keys before the restart, want 30", n)
 	}
 
 	first.kill(t)
-	if t.Failed() {
-		t.Logf("clonesrv stderr:\n%s", first.stderr)
-	}
 	killed := time.Now()
-	second := startProc(t, bin, port)
+	startProc(t, bin, port)
 	started := nextEvent(t, events, EventResyncStarted, 5*time.Second)
 	done := nextEvent(t, events, EventResyncDone, 10*time.Second)
 	t.Logf("restart noticed (%q) and re-joined %v after the kill; %+v", started.Reason, time.Since(killed).Round(time.Millisecond), done)
@@ -81,14 +84,24 @@ func TestServerProcessRestart(t *testing.T) {
 	for i := range 5 {
 		set(t, push2, fmt.Sprintf("/new/%d", i), "after")
 	}
+	waitSeq(t, port, 5)
 	assertMatches(t, c, port, "")
+	if n := c.Snapshot().Len(); n != 5 {
+		t.Fatalf("client holds %d keys after the restart, want the new server's 5", n)
+	}
 	if _, ok := c.Get("/old/00"); ok {
 		t.Fatal("a key of the old server survived the restart")
 	}
 	if st := c.Stats(); st.Disconnects+st.Restarts+st.Timeouts == 0 {
 		t.Fatalf("restart not attributed: %+v", st)
 	}
-	if t.Failed() {
-		t.Logf("clonesrv stderr:\n%s", second.stderr)
-	}
+}
+
+// waitSeq waits until the server at port has sequenced seq updates.
+func waitSeq(t testing.TB, port int, seq int64) {
+	t.Helper()
+	waitFor(t, 10*time.Second, fmt.Sprintf("server at seq %d", seq), func() bool {
+		_, s := snapshotOf(t, port, "\x00none")
+		return s >= seq
+	})
 }
