@@ -12,6 +12,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"clonekv/client"
 	"clonekv/kvmsg"
 	"clonekv/transport"
 )
@@ -210,13 +211,13 @@ func TestSIGTERMPublishesAccepted(t *testing.T) {
 }
 
 // TestKill9Restart kills a clonesrv process with SIGKILL under load and
-// restarts it on the same ports. Re-joining clients notice (silence, then
-// sequences that went backwards), re-join and converge on the new server's
-// map while the load goes on.
+// restarts it on the same ports, twice. clonekv clients (client/) and the
+// raw replicas of this package notice (silence, or sequences that went
+// backwards), re-join and converge on the new server's map.
 func TestKill9Restart(t *testing.T) {
-	replicas, rate := 5, 2000
+	replicas, clients, rate := 3, 3, 2000
 	if raceEnabled {
-		replicas, rate = 3, 500
+		replicas, clients, rate = 2, 2, 500
 	}
 	p := startClonesrv(t, "--hugz", "100ms")
 	port := p.port
@@ -224,8 +225,15 @@ func TestKill9Restart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var rs []*replica
-	for range replicas {
+	var fs []follower
+	for i := range replicas {
 		rs = append(rs, startReplica(ctx, zctx, port, time.Second, 0))
+		fs = append(fs, replicaFollower(i, rs[i]))
+	}
+	var cs []*client.Client
+	for i := range clients {
+		cs = append(cs, dialClient(t, port, time.Second))
+		fs = append(fs, clientFollower(i, cs[i]))
 	}
 	var sent int64
 	load := func() *loader {
@@ -269,9 +277,9 @@ func TestKill9Restart(t *testing.T) {
 		time.Sleep(time.Second)
 		ld.halt(t)
 		sent += ld.sent.Load()
-		took := converge(t, zctx, port, rs, 30*time.Second, fmt.Sprintf("after restart %d", round+1))
-		t.Logf("kill -9 #%d under %d updates/s; restarted after %v (pid %d -> %d); %d replicas converged %v later",
-			round+1, rate, restarted.Round(time.Millisecond), p.pid(), np.pid(), replicas, took.Round(time.Millisecond))
+		took := converge(t, zctx, port, fs, 30*time.Second, fmt.Sprintf("after restart %d", round+1))
+		t.Logf("kill -9 #%d under %d updates/s; restarted after %v (pid %d -> %d); %d replicas and %d clients converged %v later",
+			round+1, rate, restarted.Round(time.Millisecond), p.pid(), np.pid(), replicas, clients, took.Round(time.Millisecond))
 		p = np
 		ld = load()
 	}
@@ -287,27 +295,34 @@ func TestKill9Restart(t *testing.T) {
 			t.Errorf("replica %d joined %d times (%d before the kills), want a re-join after each of the two restarts", i, st.Joins, joins0[i])
 		}
 	}
+	for i, c := range cs {
+		st := c.Stats()
+		t.Logf("client %d: %d joins (%d resyncs: %d restarts, %d timeouts, %d disconnects, %d gaps), %d updates, %d keys at seq %d",
+			i, st.Joins, st.Resyncs, st.Restarts, st.Timeouts, st.Disconnects, st.Gaps, st.Updates, st.Keys, st.Seq)
+		if st.Joins < 3 {
+			t.Errorf("client %d joined %d times, want a re-join after each of the two restarts", i, st.Joins)
+		}
+	}
 	t.Logf("%d updates sent", sent)
 }
 
-// converge waits until every replica holds exactly the server's map at the
-// server's sequence, and returns how long that took.
-func converge(t *testing.T, zctx *zmq.Context, port int, rs []*replica, d time.Duration, when string) time.Duration {
+// converge waits until every follower holds exactly the server's map at
+// the server's sequence, and returns how long that took.
+func converge(t *testing.T, zctx *zmq.Context, port int, fs []follower, d time.Duration, when string) time.Duration {
 	t.Helper()
 	start := time.Now()
 	var last string
 	for time.Since(start) < d {
 		want, seq := snapshotMap(t, zctx, port, "", 5*time.Second)
 		ok := true
-		for i, r := range rs {
-			st, err := r.State(5 * time.Second)
+		for _, f := range fs {
+			fseq, m, err := f.state()
 			if err != nil {
-				t.Fatalf("replica %d: %v", i, err)
+				t.Fatalf("%s: %v", f.name, err)
 			}
-			if st.Seq != seq || !maps.Equal(st.Map, want) {
+			if fseq != seq || !maps.Equal(m, want) {
 				ok = false
-				last = fmt.Sprintf("replica %d at seq %d with %d keys (joins %d, gaps %d, silent %d, resets %d, applied %d, received %d), server at %d with %d",
-					i, st.Seq, len(st.Map), st.Joins, st.Gaps, st.Silent, st.Resets, st.Applied, st.Recv, seq, len(want))
+				last = fmt.Sprintf("%s at seq %d with %d keys, server at %d with %d", f.name, fseq, len(m), seq, len(want))
 				break
 			}
 		}
@@ -316,6 +331,6 @@ func converge(t *testing.T, zctx *zmq.Context, port int, rs []*replica, d time.D
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("%s: replicas did not converge in %v: %s", when, d, last)
+	t.Fatalf("%s: did not converge in %v: %s", when, d, last)
 	return 0
 }

@@ -167,7 +167,7 @@ func TestSlowSubscriber(t *testing.T) {
 	if err := fast.halt(lat.sent.Load()); err != nil {
 		t.Errorf("fast subscriber: %v", err)
 	}
-	took := converge(t, zctx, p.port, []*replica{slow}, 30*time.Second, "after the stall")
+	took := converge(t, zctx, p.port, []follower{replicaFollower(0, slow)}, 30*time.Second, "after the stall")
 	st, _ := slow.State(5 * time.Second)
 
 	t.Logf("phase 1 (no slow subscriber): blast %d msgs/s of %d B, server peak RSS %d MiB, fast subscriber %v",
