@@ -3,7 +3,6 @@ package reliability
 import (
 	"context"
 	"fmt"
-	"maps"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -313,16 +312,17 @@ func converge(t *testing.T, zctx *zmq.Context, port int, fs []follower, d time.D
 	start := time.Now()
 	var last string
 	for time.Since(start) < d {
-		want, seq := snapshotMap(t, zctx, port, "", 5*time.Second)
+		m, seq := snapshotMap(t, zctx, port, "", 5*time.Second)
+		want := stateOf(seq, m)
 		ok := true
 		for _, f := range fs {
-			fseq, m, err := f.state()
+			got, err := f.state()
 			if err != nil {
 				t.Fatalf("%s: %v", f.name, err)
 			}
-			if fseq != seq || !maps.Equal(m, want) {
+			if got != want {
 				ok = false
-				last = fmt.Sprintf("%s at seq %d with %d keys, server at %d with %d", f.name, fseq, len(m), seq, len(want))
+				last = fmt.Sprintf("%s at seq %d with %d keys, server at %d with %d", f.name, got.Seq, got.Keys, want.Seq, want.Keys)
 				break
 			}
 		}

@@ -2,6 +2,10 @@ package reliability
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"maps"
+	"slices"
 	"fmt"
 	"log/slog"
 	"testing"
@@ -14,20 +18,43 @@ import (
 // or a clonekv client.
 type follower struct {
 	name  string
-	state func() (seq int64, m map[string]string, err error)
+	state func() (followerState, error)
+}
+
+// followerState is a follower's sequence and a digest of its map.
+type followerState struct {
+	Seq    int64  `json:"seq"`
+	Keys   int    `json:"keys"`
+	Digest string `json:"digest"`
+}
+
+func stateOf(seq int64, m map[string]string) followerState {
+	return followerState{Seq: seq, Keys: len(m), Digest: digest(m)}
+}
+
+// digest is a hash of a map's keys and values in key order.
+func digest(m map[string]string) string {
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		h.Write([]byte(k))
+		h.Write([]byte{0})
+		h.Write([]byte(m[k]))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
 func replicaFollower(i int, r *replica) follower {
-	return follower{name: fmt.Sprintf("replica %d", i), state: func() (int64, map[string]string, error) {
+	return follower{name: fmt.Sprintf("replica %d", i), state: func() (followerState, error) {
 		st, err := r.State(5 * time.Second)
-		return st.Seq, st.Map, err
+		return stateOf(st.Seq, st.Map), err
 	}}
 }
 
 func clientFollower(i int, c *client.Client) follower {
-	return follower{name: fmt.Sprintf("client %d", i), state: func() (int64, map[string]string, error) {
+	return follower{name: fmt.Sprintf("client %d", i), state: func() (followerState, error) {
 		s := c.Snapshot()
-		return s.Seq, s.Map(), nil
+		return stateOf(s.Seq, s.Map()), nil
 	}}
 }
 

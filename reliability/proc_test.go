@@ -23,6 +23,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(runHelperServer())
 	}
+	if os.Getenv(clientHelperEnv) != "" {
+		os.Exit(runHelperClient())
+	}
 	dir, err := os.MkdirTemp("", "clonekv-reliability-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

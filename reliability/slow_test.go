@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -139,7 +140,10 @@ func TestSlowSubscriber(t *testing.T) {
 	clean := fast.take()
 	sent1 := blast.sent.Load()
 
-	// Phase 2: a subscriber to everything that stops reading.
+	// Phase 2: two subscribers to everything stop reading: a raw replica
+	// that pauses, and a clonekv client in its own process, stopped with
+	// SIGSTOP.
+	cp := startClientProc(t, p.port)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	slow := startReplica(ctx, zctx, p.port, 2*time.Second, 1000)
@@ -151,6 +155,7 @@ func TestSlowSubscriber(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cp.signal(t, syscall.SIGSTOP)
 	fast.take()
 	sent2 := blast.sent.Load()
 	peak2 := peakRSS(t, p.pid(), phase)
@@ -161,20 +166,23 @@ func TestSlowSubscriber(t *testing.T) {
 	// Phase 3: it reads again, finds its gap (at the first update after
 	// its backlog: Model Five has no other way to tell) and re-joins.
 	resume()
+	cp.signal(t, syscall.SIGCONT)
 	blast.halt(t)
 	time.Sleep(time.Second)
 	lat.halt(t)
 	if err := fast.halt(lat.sent.Load()); err != nil {
 		t.Errorf("fast subscriber: %v", err)
 	}
-	took := converge(t, zctx, p.port, []follower{replicaFollower(0, slow)}, 30*time.Second, "after the stall")
+	took := converge(t, zctx, p.port, []follower{replicaFollower(0, slow), cp.follower("client process")}, 30*time.Second, "after the stall")
 	st, _ := slow.State(5 * time.Second)
+	cl, _ := cp.latest()
 
 	t.Logf("phase 1 (no slow subscriber): blast %d msgs/s of %d B, server peak RSS %d MiB, fast subscriber %v",
 		int(float64(sent1-sent0)/phase.Seconds()), body, peak1/mib, clean)
 	t.Logf("phase 2 (stalled subscriber): blast %d MiB it subscribed to, server peak RSS %d MiB (+%d MiB), fast subscriber %v",
 		blastBytes/mib, peak2/mib, (peak2-peak1)/mib, stalled)
-	t.Logf("phase 3: stalled subscriber resumed: %d gap re-joins, %d joins, converged in %v", st.Gaps, st.Joins, took.Round(time.Millisecond))
+	t.Logf("phase 3: stalled subscribers resumed and converged in %v: replica %d gap re-joins, %d joins; client %d resyncs (%d for gaps), %d joins",
+		took.Round(time.Millisecond), st.Gaps, st.Joins, cl.Resyncs, cl.Gaps, cl.Joins)
 	if blastBytes < 2*bound {
 		t.Fatalf("only %d MiB published during the stall; the memory check needs at least %d", blastBytes/mib, 2*bound/mib)
 	}
@@ -183,7 +191,10 @@ func TestSlowSubscriber(t *testing.T) {
 	}
 	checkLatency(t, "fast subscriber beside a stalled one", stalled, clean)
 	if st.Gaps < 1 || st.Joins < 2 {
-		t.Errorf("stalled subscriber: %d gaps, %d joins; want it to see its gap and re-join", st.Gaps, st.Joins)
+		t.Errorf("stalled replica: %d gaps, %d joins; want it to see its gap and re-join", st.Gaps, st.Joins)
+	}
+	if cl.Resyncs < 1 || cl.Joins < 2 {
+		t.Errorf("stopped client: %d resyncs, %d joins; want it to notice and re-join", cl.Resyncs, cl.Joins)
 	}
 }
 
