@@ -56,6 +56,17 @@ bench-quick: deps
 	$(GO) build -o $(BIN)/clonebench ./cmd/clonebench
 	$(BIN)/clonebench --quick --json bench/results/quick.json --chart bench/results/quick.html
 
+# soak: the reliability battery at full size without the race detector
+# (10 s flood, 2,000 clients, 10,000 cycles), then the bounded soak: SOAK
+# of mixed load (5m by default; SOAK=30m to extend), the server's RSS and
+# goroutines sampled every SOAK_SAMPLE and printed as a table.
+SOAK         ?= 5m
+SOAK_SAMPLE  ?= 10s
+SOAK_TIMEOUT ?= 3h
+soak: deps
+	$(GO) test -count=1 -timeout 10m ./reliability/
+	SOAK=$(SOAK) SOAK_SAMPLE=$(SOAK_SAMPLE) $(GO) test -tags soak -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak$$' -v ./reliability/
+
 # install: the commands into $(PREFIX)/bin (deploy/clonesrv.service expects
 # /usr/local/bin), built with version-control stamping so that
 # clonesrv --version names the commit even where GOFLAGS has -buildvcs=false.

@@ -374,7 +374,13 @@ func runCycles(t *testing.T, zctx *zmq.Context, port, cycles int) cycleResult {
 }
 
 func oneCycle(zctx *zmq.Context, port, kind int) (int, error) {
-	sub, err := transport.Connect(zctx, zmq.SUB, endpoint(port, 1), transport.Options{Subscribe: []string{"/cycle/"}})
+	return oneCycleSubtree(zctx, port, kind, "/cycle/")
+}
+
+// oneCycleSubtree connects a SUB and a DEALER, asks for subtree's snapshot,
+// reads all of it (kind 0), five messages (1) or none (2), and closes both.
+func oneCycleSubtree(zctx *zmq.Context, port, kind int, subtree string) (int, error) {
+	sub, err := transport.Connect(zctx, zmq.SUB, endpoint(port, 1), transport.Options{Subscribe: []string{subtree}})
 	if err != nil {
 		return 0, err
 	}
@@ -384,7 +390,7 @@ func oneCycle(zctx *zmq.Context, port, kind int) (int, error) {
 		return 0, err
 	}
 	defer dealer.Close()
-	if err := transport.SendMessage(dealer, [][]byte{[]byte(kvmsg.CmdSnapshot), []byte("/cycle/")}, 0); err != nil {
+	if err := transport.SendMessage(dealer, [][]byte{[]byte(kvmsg.CmdSnapshot), []byte(subtree)}, 0); err != nil {
 		return 0, err
 	}
 	switch kind {
