@@ -203,8 +203,11 @@ func TestBindErrorNamesEndpoint(t *testing.T) {
 	if err == nil {
 		t.Fatal("New succeeded on a busy port")
 	}
-	if want := "tcp://127.0.0.1:" + strconv.Itoa(busy); !strings.Contains(err.Error(), want) {
-		t.Errorf("error %q does not name %s", err, want)
+	// P+1 is ours to occupy; P (busy-1) may be taken by some other process
+	// too, so the error may name either, but it must name the endpoint.
+	p, p1 := "tcp://127.0.0.1:"+strconv.Itoa(busy-1)+":", "tcp://127.0.0.1:"+strconv.Itoa(busy)+":"
+	if msg := err.Error() + ":"; !strings.Contains(msg, p) && !strings.Contains(msg, p1) {
+		t.Errorf("error %q names neither %s nor %s", err, p[:len(p)-1], p1[:len(p1)-1])
 	}
 }
 
