@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"clonekv/client"
+	"clonekv/config"
 	"clonekv/internal/logging"
+	"clonekv/transport"
 )
 
 // Exit codes.
@@ -25,6 +27,13 @@ const (
 
 // EnvServer names the environment variable that gives the default --server.
 const EnvServer = "CLONEKV_SERVER"
+
+// Environment variables that give the default CURVE key files. clonesrv
+// shares the CLONEKV_ prefix and ignores these (its IgnoreEnv list).
+const (
+	EnvCurveServerKeyFile = "CLONEKV_CURVE_SERVER_KEY_FILE"
+	EnvCurveKeyFile       = "CLONEKV_CURVE_KEY_FILE"
+)
 
 const defaultServer = "tcp://127.0.0.1:5556"
 
@@ -45,6 +54,7 @@ func commands() []command {
 		{"watch", "[SUBTREE] [--json]", "print one line per event (update, delete, resync, server switch) until interrupted", cmdWatch},
 		{"dump", "[SUBTREE] [--json]", "print the keys under SUBTREE as key<TAB>value lines", cmdDump},
 		{"demo", "[--subtree /client/] [--interval 1s]", "the Guide's Model Five client: set a random key with a random ttl every interval, print what arrives", cmdDemo},
+		{"keygen", "NAME [--dir .]", "write a CURVE key pair: NAME.key (secret, mode 0600) and NAME.pub (give it to the other side)", cmdKeygen},
 	}
 }
 
@@ -53,12 +63,42 @@ type globals struct {
 	server   string
 	timeout  time.Duration
 	logLevel string
+	// CURVE: the server's public key file and our own key pair file.
+	curveServerKeyFile string
+	curveKeyFile       string
 }
 
 func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.server, "server", g.server, "server base address(es) tcp://host:P, comma-separated for failover (env "+EnvServer+")")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "how long to wait for the server (to join, and to confirm an update)")
 	fs.StringVar(&g.logLevel, "log-level", g.logLevel, "client log level: debug, info, warn, error")
+	fs.StringVar(&g.curveServerKeyFile, "curve-server-key-file", g.curveServerKeyFile,
+		"talk CURVE to the server: its public key file NAME.pub (env "+EnvCurveServerKeyFile+"; needs --curve-key-file)")
+	fs.StringVar(&g.curveKeyFile, "curve-key-file", g.curveKeyFile,
+		"this client's CURVE key pair file NAME.key from clonecli keygen (env "+EnvCurveKeyFile+"; needs --curve-server-key-file)")
+}
+
+// curve reads the CURVE key files, if given. It is called only by commands
+// that connect, so keygen works while the variables name files it has yet
+// to write.
+func (g *globals) curve() (*transport.CurveClient, error) {
+	switch {
+	case g.curveServerKeyFile == "" && g.curveKeyFile == "":
+		return nil, nil
+	case g.curveServerKeyFile == "":
+		return nil, &usageError{"--curve-key-file needs --curve-server-key-file (the server's .pub file; env " + EnvCurveServerKeyFile + ")"}
+	case g.curveKeyFile == "":
+		return nil, &usageError{"--curve-server-key-file needs --curve-key-file (this client's .key file from clonecli keygen; env " + EnvCurveKeyFile + ")"}
+	}
+	serverKey, err := config.ReadPublicKeyFile(g.curveServerKeyFile)
+	if err != nil {
+		return nil, &usageError{"--curve-server-key-file: " + err.Error()}
+	}
+	kp, err := config.ReadSecretKeyFile(g.curveKeyFile)
+	if err != nil {
+		return nil, &usageError{"--curve-key-file: " + err.Error()}
+	}
+	return &transport.CurveClient{ServerKey: serverKey, PublicKey: kp.Public, SecretKey: kp.Secret}, nil
 }
 
 // invocation is what a subcommand gets: its flag set (already holding the
@@ -136,23 +176,41 @@ func (inv *invocation) synopsis() string {
 }
 
 // options returns client options for the global flags.
-func (inv *invocation) options(subtree string, filter client.Filter) client.Options {
+func (inv *invocation) options(subtree string, filter client.Filter) (client.Options, error) {
+	curve, err := inv.g.curve()
+	if err != nil {
+		return client.Options{}, err
+	}
 	eps := strings.Split(inv.g.server, ",")
 	return client.Options{
 		Endpoints:   eps,
 		Subtree:     subtree,
 		Filter:      filter,
 		JoinTimeout: max(inv.g.timeout/time.Duration(len(eps)), 100*time.Millisecond),
+		Curve:       curve,
 		Logger:      inv.log,
+	}, nil
+}
+
+// newClient starts a client for subtree; bad options are usage errors.
+func (inv *invocation) newClient(subtree string, filter client.Filter) (*client.Client, error) {
+	opts, err := inv.options(subtree, filter)
+	if err != nil {
+		return nil, err
 	}
+	c, err := client.New(opts)
+	if err != nil {
+		return nil, &usageError{err.Error()}
+	}
+	return c, nil
 }
 
 // Dial joins the server for subtree within --timeout, with an error a
 // shell user can act on when it cannot.
 func (inv *invocation) Dial(subtree string, filter client.Filter) (*client.Client, error) {
-	c, err := client.New(inv.options(subtree, filter))
+	c, err := inv.newClient(subtree, filter)
 	if err != nil {
-		return nil, &usageError{err.Error()}
+		return nil, err
 	}
 	if err := inv.waitSynced(c); err != nil {
 		c.Close()
@@ -172,10 +230,23 @@ func (inv *invocation) waitSynced(c *client.Client) error {
 		if last == "" {
 			last = "no answer"
 		}
-		return fmt.Errorf("cannot reach a clonekv server at %s within %v: %s\n"+
-			"  (is clonesrv running there? set --server or %s to its base address tcp://host:P)", inv.g.server, inv.g.timeout, last, EnvServer)
+		return fmt.Errorf("cannot reach a clonekv server at %s within %v: %s\n  (%s)", inv.g.server, inv.g.timeout, last, inv.hint(last))
 	}
 	return nil
+}
+
+// hint says what to check after a failed join, given the client's last
+// error: CURVE keys when a handshake failed, else the address.
+func (inv *invocation) hint(last string) string {
+	switch {
+	case !strings.Contains(last, "handshake"):
+		return fmt.Sprintf("is clonesrv running there? set --server or %s to its base address tcp://host:P", EnvServer)
+	case inv.g.curveKeyFile == "":
+		return fmt.Sprintf("the server may require CURVE: set --curve-server-key-file (its .pub) and --curve-key-file (this client's .key), or %s and %s",
+			EnvCurveServerKeyFile, EnvCurveKeyFile)
+	default:
+		return "check that --curve-server-key-file is this server's .pub, that the server uses CURVE, and that it admits this client's public key (its --curve-allow directory)"
+	}
 }
 
 // run is the whole command, for tests: it returns the exit code.
@@ -184,6 +255,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if s := getenv(EnvServer); s != "" {
 		g.server = s
 	}
+	g.curveServerKeyFile = getenv(EnvCurveServerKeyFile)
+	g.curveKeyFile = getenv(EnvCurveKeyFile)
 	// The flag package's own printing is silenced: help goes to stdout,
 	// errors to stderr, each once.
 	top := flag.NewFlagSet("clonecli", flag.ContinueOnError)

@@ -108,9 +108,9 @@ func cmdWatch(inv *invocation) error {
 // follow joins subtree and prints every event until interrupted, calling
 // tick (if any) from the same loop every interval.
 func follow(inv *invocation, subtree string, asJSON bool, tick *ticker) error {
-	c, err := client.New(inv.options(subtree, client.FilterLocal))
+	c, err := inv.newClient(subtree, client.FilterLocal)
 	if err != nil {
-		return &usageError{err.Error()}
+		return err
 	}
 	defer c.Close()
 	ctx, cancel := context.WithCancel(inv.Ctx)

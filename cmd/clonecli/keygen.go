@@ -8,10 +8,6 @@ import (
 	"clonekv/config"
 )
 
-// keygenCommand is the keygen entry for commands() in cli.go.
-var keygenCommand = command{"keygen", "NAME [--dir .]",
-	"write a CURVE key pair: NAME.key (secret, mode 0600) and NAME.pub (give it to the other side)", cmdKeygen}
-
 // cmdKeygen: keygen NAME [--dir DIR]. Writes a CURVE key pair in czmq's
 // certificate format: clonesrv takes a server's NAME.key as
 // --curve-secret-key-file and clients' NAME.pub files in its --curve-allow

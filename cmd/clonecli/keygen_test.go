@@ -21,7 +21,7 @@ func keygen(t *testing.T, args ...string) (string, error) {
 	fs.SetOutput(io.Discard)
 	inv := &invocation{Ctx: context.Background(), Name: "keygen", Flags: fs, Stdout: &out, Stderr: io.Discard,
 		args: args, g: &globals{timeout: time.Second, logLevel: "warn"}}
-	err := keygenCommand.run(inv)
+	err := cmdKeygen(inv)
 	return out.String(), err
 }
 

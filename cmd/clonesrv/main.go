@@ -66,10 +66,11 @@ func defineFlags(fs *flag.FlagSet, f *flags) {
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 }
 
-// loader is how clonesrv reads its settings. CLONEKV_SERVER is clonecli's
-// (the server address), which an operator's shell may well export.
+// loader is how clonesrv reads its settings. CLONEKV_SERVER and the
+// CLONEKV_CURVE_*_KEY_FILE pair are clonecli's (the server address and the
+// client's CURVE keys), which an operator's shell may well export.
 var loader = config.Loader{EnvPrefix: "CLONEKV_", FileFlag: "config", Meta: []string{"print-config", "version"},
-	IgnoreEnv: []string{"CLONEKV_SERVER"}}
+	IgnoreEnv: []string{"CLONEKV_SERVER", "CLONEKV_CURVE_SERVER_KEY_FILE", "CLONEKV_CURVE_KEY_FILE"}}
 
 func run(args, environ []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("clonesrv", flag.ContinueOnError)
