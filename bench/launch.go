@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -147,6 +148,8 @@ func Serve(ctx context.Context, impl string, port int, ready func(port int)) err
 	var run func(context.Context) error
 	switch impl {
 	case ImplClonekv:
+		// As clonesrv runs it (its --gc-percent default).
+		debug.SetGCPercent(server.DefaultGCPercent)
 		srv, err := server.New(server.Config{Bind: "127.0.0.1", Port: port, Logger: quiet})
 		if err != nil {
 			return fmt.Errorf("serve clonekv: %w", err)

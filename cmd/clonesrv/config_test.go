@@ -45,6 +45,7 @@ func TestStartupErrors(t *testing.T) {
 		{"negative pub-linger", nil, []string{"CLONEKV_PUB_LINGER=-5ms"}, []string{`pub-linger = "-5ms" (from env CLONEKV_PUB_LINGER): must not be negative`}},
 		{"reap-interval zero", []string{"--reap-interval", "0s"}, nil, []string{`reap-interval = "0s" (from flag --reap-interval): must be positive`}},
 		{"max-key zero", []string{"--max-key", "0"}, nil, []string{"max-key = 0 (from flag --max-key): out of range 1..65535"}},
+		{"gc-percent zero", []string{"--gc-percent", "0"}, nil, []string{"gc-percent = 0 (from flag --gc-percent): want a positive percentage"}},
 		{"max-key too large", []string{"--max-key", "65536"}, nil, []string{"max-key = 65536"}},
 		{"max-body zero", []string{"--max-body", "0"}, nil, []string{"max-body = 0 (from flag --max-body): must be at least 1"}},
 		{"negative hwms", []string{"--pub-hwm", "-1", "--router-hwm", "-2", "--collector-hwm", "-3"}, nil,

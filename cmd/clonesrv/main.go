@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -40,6 +41,7 @@ type flags struct {
 	configFile          string
 	printConfig         bool
 	version             bool
+	gcPercent           int
 }
 
 func defineFlags(fs *flag.FlagSet, f *flags) {
@@ -55,6 +57,7 @@ func defineFlags(fs *flag.FlagSet, f *flags) {
 	fs.IntVar(&cfg.RouterHWM, "router-hwm", 1000, "snapshot messages queued per joining client (snapshots are paced, never dropped)")
 	fs.IntVar(&cfg.CollectorHWM, "collector-hwm", 10000, "client updates queued at the collector before senders are pushed back")
 	fs.DurationVar(&cfg.PubLinger, "pub-linger", time.Second, "how long shutdown keeps flushing published updates")
+	fs.IntVar(&f.gcPercent, "gc-percent", server.DefaultGCPercent, "Go GC target: heap growth allowed between collections, in percent of the live heap (Go's default is 100; lower uses less memory per key for a little more CPU; -1 turns the GC off)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.http, "http", "", "serve /metrics, /healthz, /readyz on this address (e.g. 127.0.0.1:9556); off when empty")
@@ -116,6 +119,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 // or SIGTERM.
 func serve(st *settled) int {
 	log := st.log
+	debug.SetGCPercent(st.gcPercent)
 	var m *metrics.Metrics
 	if st.http != "" {
 		m = metrics.New()
@@ -185,8 +189,9 @@ func startHTTP(ctx context.Context, st *settled, srv *server.Server, m *metrics.
 
 // settled is the configuration checked and turned into what serve needs.
 type settled struct {
-	srv   server.Config
-	log   *slog.Logger
-	http  string
-	pprof bool
+	srv       server.Config
+	log       *slog.Logger
+	http      string
+	pprof     bool
+	gcPercent int
 }

@@ -33,6 +33,9 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 			bad(key, "must not be negative")
 		}
 	}
+	if f.gcPercent < -1 || f.gcPercent == 0 {
+		bad("gc-percent", "want a positive percentage, or -1 to turn the GC off")
+	}
 	if c.ReapInterval <= 0 {
 		bad("reap-interval", "must be positive")
 	}
@@ -90,7 +93,7 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 	if f.http != "" && !loopback(f.http) {
 		log.Warn("the --http listener is not on loopback: /metrics (and pprof) are open to the network", "http", f.http)
 	}
-	return &settled{srv: c, log: log, http: f.http, pprof: f.pprof}, nil
+	return &settled{srv: c, log: log, http: f.http, pprof: f.pprof, gcPercent: f.gcPercent}, nil
 }
 
 // loopback reports whether addr's host is a loopback address or localhost.
