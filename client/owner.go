@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"time"
@@ -66,7 +67,6 @@ type owner struct {
 	waiters  map[[16]byte]*waiter
 	seen     []*waiter // waiters whose echo arrived, not yet applied
 	events   []Event   // built under the lock, delivered after it
-	frames   [][]byte
 }
 
 func newOwner(c *Client, wakeRx *zmq.Socket) *owner {
@@ -75,7 +75,6 @@ func newOwner(c *Client, wakeRx *zmq.Socket) *owner {
 		strict:   c.opts.Filter == FilterLocal || c.opts.Subtree == "",
 		syncedEP: -1, backoff: backoffFirst,
 		watchers: make(map[*watcher]struct{}), waiters: make(map[[16]byte]*waiter),
-		frames: make([][]byte, 0, transport.MaxFrames),
 	}
 	return o
 }
@@ -363,7 +362,9 @@ func (o *owner) readMonitor() {
 }
 
 // readSub reads a batch of updates. While joining they are buffered; while
-// following they are applied under one write lock.
+// following they are applied under one write lock. A message's frames are
+// the receiver's buffer, overwritten by the next Recv: the map copies what
+// it applies, and buffered updates and watchers' events get their own copy.
 func (o *owner) readSub() {
 	if h := o.o.hooks.beforeSubRead; h != nil {
 		h()
@@ -385,7 +386,7 @@ func (o *owner) readSub() {
 	}()
 	subtree := []byte(o.o.Subtree)
 	for i := 0; i < subBatch && o.sess == s; i++ {
-		frames, _, err := transport.RecvMessage(s.sub, zmq.DONTWAIT, o.frames)
+		frames, _, err := s.subRx.Recv(zmq.DONTWAIT)
 		if err != nil {
 			if !transport.IsAgain(err) && !transport.IsInterrupted(err) {
 				o.log.Warn("receive update", "server", s.ep.name, "err", err)
@@ -423,7 +424,7 @@ func (o *owner) readSub() {
 			if o.strict && rawGap {
 				o.missTop = max(o.missTop, m.Seq-1)
 			}
-			o.pending = append(o.pending, m)
+			o.pending = append(o.pending, cloneMsg(m))
 			if len(o.pending) > o.o.MaxPending {
 				o.fail(fmt.Sprintf("more than %d updates arrived while the snapshot streamed", o.o.MaxPending), false)
 				return
@@ -452,16 +453,21 @@ func (o *owner) readSub() {
 			}
 			o.c.m.Apply(m)
 			o.c.cnt.updates.Add(1)
-			o.events = append(o.events, updateEvent(m))
+			if len(o.watchers) > 0 { // events go to watchers only
+				ev := updateEvent(m)
+				ev.Value = bytes.Clone(ev.Value)
+				o.events = append(o.events, ev)
+			}
 		}
 	}
 }
 
-// readSnapshot reads KVSYNCs into the next map until KTHXBAI.
+// readSnapshot reads KVSYNCs into the next map (which copies them) until
+// KTHXBAI.
 func (o *owner) readSnapshot() {
 	s := o.sess
 	for i := 0; i < dealerBatch; i++ {
-		frames, _, err := transport.RecvMessage(s.dealer, zmq.DONTWAIT, o.frames)
+		frames, _, err := s.dealerRx.Recv(zmq.DONTWAIT)
 		if err != nil {
 			if !transport.IsAgain(err) && !transport.IsInterrupted(err) {
 				o.log.Warn("receive snapshot", "server", s.ep.name, "err", err)
@@ -611,6 +617,22 @@ func (o *owner) shutdown() {
 	if err := o.c.zctx.Term(); err != nil {
 		o.log.Warn("zmq context term", "err", err)
 	}
+}
+
+// cloneMsg copies m's bytes into one allocation of its own, for a message
+// decoded from a receiver's buffer that must outlive the next receive.
+func cloneMsg(m kvmsg.Msg) kvmsg.Msg {
+	buf := make([]byte, 0, len(m.Key)+len(m.UUID)+len(m.Props)+len(m.Body))
+	take := func(b []byte) []byte {
+		if b == nil {
+			return nil
+		}
+		start := len(buf)
+		buf = append(buf, b...)
+		return buf[start:len(buf):len(buf)]
+	}
+	m.Key, m.UUID, m.Props, m.Body = take(m.Key), take(m.UUID), take(m.Props), take(m.Body)
+	return m
 }
 
 func hasPrefix(key, prefix []byte) bool {

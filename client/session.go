@@ -15,13 +15,19 @@ import (
 // receives the SUB's connection events (a dropped connection means the
 // server went away or restarted: the stream may have a hole). All are
 // created, used and closed by the owner goroutine only.
+//
+// The SUB and the DEALER are read through a transport.Receiver made with
+// the socket (one cgo call per message instead of ~28): the frames it
+// returns live only until its next Recv, so the owner copies what it keeps.
 type session struct {
-	ep     endpoint
-	idx    int // index in the endpoint list
-	dealer *zmq.Socket
-	sub    *zmq.Socket
-	push   *zmq.Socket
-	mon    *zmq.Socket
+	ep       endpoint
+	idx      int // index in the endpoint list
+	dealer   *zmq.Socket
+	dealerRx *transport.Receiver // reads dealer; replaced with it
+	sub      *zmq.Socket
+	subRx    *transport.Receiver // reads sub
+	push     *zmq.Socket
+	mon      *zmq.Socket
 
 	subReady bool  // the SUB's handshake with the server completed
 	rawPrev  int64 // the last sequence received on this SUB (0: none yet)
@@ -52,6 +58,7 @@ func openSession(zctx *zmq.Context, ep endpoint, idx int, o *Options, strict boo
 	}); err != nil {
 		return nil, fmt.Errorf("subscriber for %s: %w", ep.name, err)
 	}
+	s.subRx = transport.NewReceiver(s.sub)
 	if err = s.sub.Monitor(monAddr, monitorEvents); err != nil {
 		return nil, fmt.Errorf("monitor subscriber for %s: %w", ep.name, err)
 	}
@@ -72,22 +79,19 @@ func openSession(zctx *zmq.Context, ep endpoint, idx int, o *Options, strict boo
 // newDealer replaces the DEALER with a fresh one, so that nothing of an
 // abandoned snapshot can be mistaken for the next one.
 func (s *session) newDealer(zctx *zmq.Context, o *Options) error {
-	if s.dealer != nil {
-		s.dealer.Close()
-		s.dealer = nil
-	}
+	s.closeDealer()
 	d, err := transport.Connect(zctx, zmq.DEALER, s.ep.addr(0), transport.Options{CurveClient: o.Curve})
 	if err != nil {
 		return fmt.Errorf("snapshot socket for %s: %w", s.ep.name, err)
 	}
-	s.dealer = d
+	s.dealer, s.dealerRx = d, transport.NewReceiver(d)
 	return nil
 }
 
 func (s *session) closeDealer() {
 	if s.dealer != nil {
 		s.dealer.Close()
-		s.dealer = nil
+		s.dealer, s.dealerRx = nil, nil
 	}
 }
 
@@ -103,5 +107,6 @@ func (s *session) close() error {
 			*p = nil
 		}
 	}
+	s.dealerRx, s.subRx = nil, nil
 	return errors.Join(errs...)
 }

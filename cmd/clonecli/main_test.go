@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -325,4 +326,126 @@ func rawSnapshot(t *testing.T, zctx *zmq.Context, port int, subtree string) (map
 		}
 		out[string(m.Key)] = string(m.Body)
 	}
+}
+
+// TestJoinWhileUpdating: dump and watch join while updates stream in, so
+// updates arrive during their snapshots and are buffered, and watch's
+// events are printed while later messages are being received. Every key
+// /l/N holds vN: dump must print keys 0..k-1 with no hole (it follows
+// everything, so a lost update would have forced a re-join) and each with
+// its own value, and every update watch prints must carry its own value.
+func TestJoinWhileUpdating(t *testing.T) {
+	t.Parallel()
+	ep := startServer(t)
+	port := 0
+	fmt.Sscanf(ep[strings.LastIndex(ep, ":")+1:], "%d", &port)
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zctx.Term()
+	push, err := transport.Connect(zctx, zmq.PUSH, fmt.Sprintf("tcp://127.0.0.1:%d", port+2), transport.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The pusher goroutine owns push: 20 updates every 5ms until stopped
+	// (at most 15s, 60,000 updates).
+	stop, pushed := make(chan struct{}), make(chan error, 1)
+	go func() {
+		defer push.Close()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		limit := time.After(15 * time.Second)
+		for n := 0; n < 60_000; {
+			select {
+			case <-stop:
+				pushed <- nil
+				return
+			case <-limit:
+				pushed <- errors.New("pusher not stopped within 15s")
+				return
+			case <-tick.C:
+			}
+			for range 20 {
+				m := kvmsg.Msg{Key: []byte(fmt.Sprintf("/l/%06d", n)), Body: []byte(fmt.Sprintf("v%06d", n))}
+				if err := transport.SendMessage(push, m.Frames(), 0); err != nil {
+					pushed <- err
+					return
+				}
+				n++
+			}
+		}
+		pushed <- errors.New("pusher ran out of updates")
+	}()
+	stopPush := sync.OnceValue(func() error { close(stop); return <-pushed })
+	defer stopPush()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, seq := rawSnapshot(t, zctx, port, "/none/"); seq >= 2000 {
+			break // a snapshot long enough for updates to arrive during it
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the server did not reach 2000 updates within 10s")
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	watch := exec.CommandContext(ctx, cliBin, "--server", ep, "watch", "/l/")
+	stdout, err := watch.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	watch.Stderr = &stderr
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 1024)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+
+	r := cli(t, nil, "--server", ep, "dump").must(t, 0) // no subtree: every update seen, losses re-joined
+	keys := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	for i, l := range keys {
+		if want := fmt.Sprintf("/l/%06d\tv%06d", i, i); l != want {
+			t.Fatalf("dump line %d is %q, want %q (%d lines)", i, l, want, len(keys))
+		}
+	}
+
+	updates := 0
+	timer := time.NewTimer(10 * time.Second)
+	defer timer.Stop()
+	for updates < 500 {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("watch ended; stderr: %s", stderr.String())
+			}
+			f := strings.Fields(l)
+			if len(f) == 0 || f[0] != "update" {
+				continue
+			}
+			updates++
+			if len(f) != 4 || "/l/"+f[3][1:] != f[2] {
+				t.Fatalf("watch printed %q: the value is not the key's", l)
+			}
+		case <-timer.C:
+			t.Fatalf("watch printed %d updates in 10s; stderr: %s", updates, stderr.String())
+		}
+	}
+	if err := stopPush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := watch.Wait(); err != nil {
+		t.Fatalf("watch after SIGINT: %v; stderr %s", err, stderr.String())
+	}
+	t.Logf("dump printed %d keys; watch checked %d updates", len(keys), updates)
 }
