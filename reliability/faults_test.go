@@ -191,8 +191,8 @@ func TestSIGTERMPublishesAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("SIGTERM after 1s of load (%d updates seen before it); exit %v after %v; sent %d, server sequence %d, published %d, subscriber received %d",
-		mid, state, exitTook.Round(time.Millisecond), sent+1, seq, published, len(seqs))
+	t.Logf("SIGTERM after 1s of load (%d updates seen before it); %v %v after the signal; loaders sent %d, server sequence %d, published %d, subscriber received %d",
+		mid, state, exitTook.Round(time.Millisecond), sent, seq, published, len(seqs))
 	if seq < int64(mid) || seq == 0 {
 		t.Fatalf("server sequence %d, but %d updates were seen before the signal", seq, mid)
 	}

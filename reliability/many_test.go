@@ -202,6 +202,7 @@ func runClients(ctx context.Context, zctx *zmq.Context, port, k, updates int, pr
 		}
 	}()
 	subPoll, dealerPoll := zmq.NewPoller(), zmq.NewPoller()
+	bySock := make(map[*zmq.Socket]*manyClient, 2*k)
 	for i := range cs {
 		sub, err := transport.Connect(zctx, zmq.SUB, endpoint(port, 1), transport.Options{Subscribe: []string{"/many/"}})
 		if err != nil {
@@ -213,17 +214,11 @@ func runClients(ctx context.Context, zctx *zmq.Context, port, k, updates int, pr
 			return workerResult{err: err}
 		}
 		cs[i] = &manyClient{sub: sub, dealer: dealer}
+		bySock[sub], bySock[dealer] = cs[i], cs[i]
 		subPoll.Add(sub, zmq.POLLIN)
 		dealerPoll.Add(dealer, zmq.POLLIN)
 	}
-	index := func(p *zmq.Poller, s *zmq.Socket) *manyClient {
-		for _, c := range cs {
-			if c.sub == s || c.dealer == s {
-				return c
-			}
-		}
-		return nil
-	}
+	index := func(_ *zmq.Poller, s *zmq.Socket) *manyClient { return bySock[s] }
 	// 1. Until every SUB has seen a probe.
 	for left := k; left > 0; {
 		if ctx.Err() != nil {
