@@ -43,6 +43,7 @@ test-heavy: deps
 fuzz: deps
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./kvmsg/
 	$(GO) test -run='^$$' -fuzz='^FuzzProps$$' -fuzztime=$(FUZZTIME) ./kvmsg/
+	$(GO) test -run='^$$' -fuzz='^FuzzSnapshotRequest$$' -fuzztime=$(FUZZTIME) ./actors/
 
 # bench: the full benchmark (clonekv | baseline | ratio, at most about 5 min
 # on 2 cores); tables on stdout, JSON and an HTML chart in bench/results/.
