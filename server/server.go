@@ -15,8 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"strings"
 	"sync"
 	"time"
 
@@ -106,64 +104,37 @@ func (s *Server) Peers() []SocketPeers { return s.guards.Peers() }
 // Ready is closed once Run has spawned every actor and the server serves.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
 
-func (s *Server) endpoint(port int) string {
-	host := s.cfg.Bind
-	if strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
-		host = "[" + host + "]"
-	}
-	return fmt.Sprintf("tcp://%s:%d", host, port)
-}
+func (s *Server) endpoint(port int) string { return transport.Endpoint(s.cfg.Bind, port) }
 
-// bind binds the three sockets at P, P+1, P+2, choosing P when it is 0.
+// bind binds the snapshot, publisher and collector sockets at P, P+1, P+2,
+// choosing P when it is 0.
 func (s *Server) bind() error {
-	if s.cfg.Port != 0 {
-		return s.bindAt(s.cfg.Port)
-	}
-	var last error
-	for try := 0; try < 100; try++ {
-		// Below Linux's ephemeral range, so outgoing connections never
-		// hold the ports we want.
-		p := 20000 + rand.IntN(12000)
-		if last = s.bindAt(p); last == nil {
-			return nil
-		}
-	}
-	return fmt.Errorf("no free port triple found: %w", last)
-}
-
-func (s *Server) bindAt(p int) error {
 	collectorType := zmq.PULL
 	var subscribe []string
 	if s.cfg.Collector == CollectorSub {
 		collectorType, subscribe = zmq.SUB, []string{""}
 	}
-	// A frame far beyond the body limit disconnects its sender rather than
-	// being buffered whole; anything up to it is received, then rejected
-	// and counted by the collector.
-	maxFrame := int64(4*s.cfg.Limits.MaxBody + 1<<20)
-	var err error
-	if s.router, err = transport.Bind(s.zctx, zmq.ROUTER, s.endpoint(p), transport.Options{
-		CurveServer: s.cfg.Curve.curveServer(),
-		SndHWM:      s.cfg.RouterHWM, Mandatory: true, MaxMsgSize: int64(4*s.cfg.Limits.MaxKey + 1<<16),
-	}); err != nil {
-		return fmt.Errorf("snapshot socket: %w", err)
+	curve := s.cfg.Curve.curveServer()
+	socks, port, err := transport.BindPorts(s.zctx, s.cfg.Bind, s.cfg.Port, []transport.PortSpec{
+		{Type: zmq.ROUTER, Offset: 0, Options: transport.Options{
+			CurveServer: curve, SndHWM: s.cfg.RouterHWM, Mandatory: true,
+			MaxMsgSize: int64(4*s.cfg.Limits.MaxKey + 1<<16),
+		}},
+		{Type: zmq.PUB, Offset: 1, Options: transport.Options{
+			CurveServer: curve, SndHWM: s.cfg.PubHWM, Linger: s.cfg.PubLinger,
+		}},
+		// A frame far beyond the body limit disconnects its sender rather
+		// than being buffered whole; anything up to it is received, then
+		// rejected and counted by the collector.
+		{Type: collectorType, Offset: 2, Options: transport.Options{
+			CurveServer: curve, RcvHWM: s.cfg.CollectorHWM, Subscribe: subscribe,
+			MaxMsgSize: int64(4*s.cfg.Limits.MaxBody + 1<<20),
+		}},
+	})
+	if err != nil {
+		return fmt.Errorf("bind snapshot, publisher and collector sockets: %w", err)
 	}
-	if s.pub, err = transport.Bind(s.zctx, zmq.PUB, s.endpoint(p+1), transport.Options{
-		CurveServer: s.cfg.Curve.curveServer(),
-		SndHWM:      s.cfg.PubHWM, Linger: s.cfg.PubLinger,
-	}); err != nil {
-		s.router.Close()
-		return fmt.Errorf("publisher socket: %w", err)
-	}
-	if s.collector, err = transport.Bind(s.zctx, collectorType, s.endpoint(p+2), transport.Options{
-		CurveServer: s.cfg.Curve.curveServer(),
-		RcvHWM:      s.cfg.CollectorHWM, MaxMsgSize: maxFrame, Subscribe: subscribe,
-	}); err != nil {
-		s.router.Close()
-		s.pub.Close()
-		return fmt.Errorf("collector socket: %w", err)
-	}
-	s.port = p
+	s.router, s.pub, s.collector, s.port = socks[0], socks[1], socks[2], port
 	return nil
 }
 

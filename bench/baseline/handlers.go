@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"clonekv/kvmsg"
+	"clonekv/transport"
 )
 
 // handleSnapshot answers one snapshot request, as the seed's s_snapshots:
 // every stored key under the subtree (a full walk of the map, unpaced), then
 // KTHXBAI with the current sequence and the subtree as body.
 func (s *Server) handleSnapshot() error {
-	frames, err := recvFrames(s.snapshot, 0, s.frames)
+	frames, _, err := transport.RecvMessage(s.snapshot, 0, s.frames)
 	if err != nil {
 		return fmt.Errorf("baseline: receive snapshot request: %w", err)
 	}
@@ -23,15 +24,17 @@ func (s *Server) handleSnapshot() error {
 		return nil
 	}
 	identity, subtree := frames[0], string(frames[2])
+	out := make([][]byte, 0, kvmsg.NumFrames+1) // identity, then the message
 	for key, m := range s.kvmap {
 		if strings.HasPrefix(key, subtree) {
-			if err := sendFrames(s.snapshot, identity, m.Frames()); err != nil {
+			out = append(append(out[:0], identity), m.Frames()...)
+			if err := transport.SendMessage(s.snapshot, out, 0); err != nil {
 				return fmt.Errorf("baseline: send KVSYNC %q: %w", key, err)
 			}
 		}
 	}
 	end := kvmsg.Msg{Key: []byte(kvmsg.KeySnapshotEnd), Seq: s.sequence, Body: frames[2]}
-	if err := sendFrames(s.snapshot, identity, end.Frames()); err != nil {
+	if err := transport.SendMessage(s.snapshot, append(append(out[:0], identity), end.Frames()...), 0); err != nil {
 		return fmt.Errorf("baseline: send KTHXBAI: %w", err)
 	}
 	s.snapshots.Add(1)
@@ -42,7 +45,7 @@ func (s *Server) handleSnapshot() error {
 // handleCollector sequences, publishes and stores one client update, as the
 // seed's s_collector.
 func (s *Server) handleCollector() error {
-	frames, err := recvFrames(s.collector, 0, s.frames)
+	frames, _, err := transport.RecvMessage(s.collector, 0, s.frames)
 	if err != nil {
 		return fmt.Errorf("baseline: receive update: %w", err)
 	}
@@ -54,7 +57,7 @@ func (s *Server) handleCollector() error {
 	}
 	s.sequence++
 	m.Seq = s.sequence
-	if err := sendFrames(s.publisher, nil, m.Frames()); err != nil {
+	if err := transport.SendMessage(s.publisher, m.Frames(), 0); err != nil {
 		return fmt.Errorf("baseline: publish update %d: %w", m.Seq, err)
 	}
 	s.updates.Add(1)
@@ -91,7 +94,7 @@ func (s *Server) flushTTL(now time.Time) error {
 		s.sequence++
 		m.Seq = s.sequence
 		m.Body = nil
-		if err := sendFrames(s.publisher, nil, m.Frames()); err != nil {
+		if err := transport.SendMessage(s.publisher, m.Frames(), 0); err != nil {
 			return fmt.Errorf("baseline: publish delete %q: %w", key, err)
 		}
 		delete(s.kvmap, key)

@@ -10,6 +10,8 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"clonekv/transport"
+
 	"clonekv/kvmsg"
 )
 
@@ -76,8 +78,9 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("baseline: new zmq context: %w", err)
 	}
-	socks, port, err := openBound(zctx, host, cfg.Port, []sockSpec{
-		{zmq.ROUTER, 0}, {zmq.PUB, 1}, {zmq.PULL, 2},
+	// Default socket options but LINGER 0, as the seed's sockets.
+	socks, port, err := transport.BindPorts(zctx, host, cfg.Port, []transport.PortSpec{
+		{Type: zmq.ROUTER, Offset: 0}, {Type: zmq.PUB, Offset: 1}, {Type: zmq.PULL, Offset: 2},
 	})
 	if err != nil {
 		_ = zctx.Term()
@@ -155,7 +158,7 @@ func (s *Server) Run(ctx context.Context) (err error) {
 func (s *Server) close() error {
 	var errs []error
 	for _, sock := range []*zmq.Socket{s.snapshot, s.publisher, s.collector} {
-		if err := closeSocket(sock); err != nil {
+		if err := sock.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -12,6 +12,8 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"clonekv/transport"
+
 	"clonekv/kvmsg"
 )
 
@@ -63,7 +65,9 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: new zmq context: %w", err)
 	}
-	socks, port, err := openBound(zctx, host, cfg.Port, []sockSpec{{zmq.PUB, 1}, {zmq.PULL, 2}})
+	socks, port, err := transport.BindPorts(zctx, host, cfg.Port, []transport.PortSpec{
+		{Type: zmq.PUB, Offset: 1}, {Type: zmq.PULL, Offset: 2},
+	})
 	if err != nil {
 		_ = zctx.Term()
 		return nil, fmt.Errorf("relay: %w", err)
@@ -110,7 +114,7 @@ func (r *Server) Run(ctx context.Context) (err error) {
 			continue
 		}
 		for range maxDrain {
-			frames, err = recvFrames(r.pull, zmq.DONTWAIT, frames)
+			frames, _, err = transport.RecvMessage(r.pull, zmq.DONTWAIT, frames)
 			if err != nil {
 				if zmq.AsErrno(err) == zmq.Errno(syscall.EAGAIN) {
 					break
@@ -124,7 +128,7 @@ func (r *Server) Run(ctx context.Context) (err error) {
 			seq++
 			binary.BigEndian.PutUint64(seqFrame, uint64(seq))
 			frames[kvmsg.FrameSeq] = seqFrame
-			if err := sendFrames(r.pub, frames); err != nil {
+			if err := transport.SendMessage(r.pub, frames, 0); err != nil {
 				return fmt.Errorf("relay: publish %d: %w", seq, err)
 			}
 			r.forwarded.Add(1)
@@ -136,7 +140,7 @@ func (r *Server) Run(ctx context.Context) (err error) {
 
 // close closes the sockets and terminates the context.
 func (r *Server) close() error {
-	errs := []error{closeSocket(r.pub), closeSocket(r.pull)}
+	errs := []error{r.pub.Close(), r.pull.Close()}
 	if err := r.zctx.Term(); err != nil {
 		errs = append(errs, fmt.Errorf("relay: term context: %w", err))
 	}
