@@ -263,6 +263,7 @@ func mapOne(ctx context.Context, l Launcher, p MapParams, impl string, prog *Pro
 type TTLResult struct {
 	Tick       Dur     `json:"tick"`         // the server's reaper period
 	Quiet      Dur     `json:"quiet_window"` // nothing due meanwhile
+	LatRate    float64 `json:"lat_rate"`     // timed updates/s while keys expire
 	QuietCPU   Dur     `json:"quiet_cpu"`
 	CPUPerTick Dur     `json:"cpu_per_tick"`
 	Keys       int     `json:"keys"`    // given a ttl
@@ -291,7 +292,7 @@ func reapTick(impl string) time.Duration {
 
 func runTTL(ctx context.Context, m *mapRig, p TTLParams, prog *Progress) (TTLResult, error) {
 	impl := m.target.Impl
-	res := TTLResult{Tick: Dur(reapTick(impl)), Quiet: Dur(p.Quiet), Keys: p.Keys, MapKeys: m.loaded, Spread: p.Spread}
+	res := TTLResult{Tick: Dur(reapTick(impl)), Quiet: Dur(p.Quiet), Keys: p.Keys, MapKeys: m.loaded, Spread: p.Spread, LatRate: p.LatRate}
 	prog.Step("%s: idle CPU over %v with %s keys, none due", impl, p.Quiet, si(float64(m.loaded)))
 	time.Sleep(500 * time.Millisecond)
 	s0, err := ReadProc(m.target.PID)

@@ -219,7 +219,7 @@ func ttlTable(k, b TTLResult) Table {
 			{"expiries published", frac(k.Expired, k.Keys), frac(b.Expired, b.Keys), "", ""},
 			{"expiry lateness p50", k.LateP50.String(), b.LateP50.String(), ratio(ms(k.LateP50), ms(b.LateP50)), ""},
 			{"expiry lateness p99 / max", fmt.Sprintf("%v / %v", k.LateP99, k.LateMax), fmt.Sprintf("%v / %v", b.LateP99, b.LateMax), ratio(ms(k.LateP99), ms(b.LateP99)), ""},
-			{"update latency meanwhile p50", k.LatP50.String(), b.LatP50.String(), ratio(ms(k.LatP50), ms(b.LatP50)), ""},
+			{fmt.Sprintf("update latency at %s/s meanwhile p50", si(k.LatRate)), k.LatP50.String(), b.LatP50.String(), ratio(ms(k.LatP50), ms(b.LatP50)), ""},
 			{"  p99 / p99.9", fmt.Sprintf("%v / %v", k.LatP99, k.LatP999), fmt.Sprintf("%v / %v", b.LatP99, b.LatP999), ratio(ms(k.LatP99), ms(b.LatP99)), ""},
 			{"  max / lost", fmt.Sprintf("%v / %d", k.LatMax, k.LatLost), fmt.Sprintf("%v / %d", b.LatMax, b.LatLost), "", ""},
 		},

@@ -49,7 +49,7 @@ func Full() Suite {
 		Map: MapParams{
 			Impls: bothImpls, Sizes: []int{10_000, 100_000, 1_000_000}, Joiners: 4, Runs: 3,
 			SubtreeKeys: 1000, Loaders: 4, FirstWait: 20 * time.Second, Idle: 2 * time.Second,
-			TTL: TTLParams{Quiet: 3 * time.Second, Keys: 10_000, Spread: 3, LatRate: 2000},
+			TTL: TTLParams{Quiet: 3 * time.Second, Keys: 10_000, Spread: 3, LatRate: 20_000},
 		},
 		Join:   JoinParams{Impls: bothImpls, Keys: 10_000, Pubs: 2, Rate: 10_000, Dur: 3 * time.Second, Joiners: 4},
 		Fanout: FanoutParams{Impls: bothImpls, Subs: 1000, Groups: 8, Rate: 100, N: 300},
