@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"clonekv/internal/testkit"
 	"clonekv/server"
 )
 
@@ -14,7 +15,7 @@ func TestFailoverFirstDown(t *testing.T) {
 	t.Parallel()
 	b := startServer(t, server.Config{})
 	set(t, newRawPeer(t).pusher(b.Port()), "/b", "B")
-	dead := fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t))
+	dead := fmt.Sprintf("tcp://127.0.0.1:%d", testkit.FreePorts(t))
 	start := time.Now()
 	c := dial(t, Options{Endpoints: []string{dead, b.endpoint()}, HeartbeatTimeout: 300 * time.Millisecond})
 	took := time.Since(start)

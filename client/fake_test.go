@@ -9,6 +9,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
 	"clonekv/transport"
 )
@@ -50,7 +51,7 @@ func startFake(t testing.TB) *fakeServer {
 	var router, pub *zmq.Socket
 	port := 0
 	for try := 0; try < 50 && port == 0; try++ {
-		p := freePort(t)
+		p := testkit.FreePorts(t)
 		router, err = transport.Bind(zctx, zmq.ROUTER, fmt.Sprintf("tcp://127.0.0.1:%d", p), transport.Options{})
 		if err != nil {
 			continue

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -13,39 +12,25 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
 	"clonekv/server"
 	"clonekv/transport"
 )
 
-func testLogger() *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
+// testLogger writes logs to stderr only with -v.
+func testLogger() *slog.Logger { return testkit.Logger(slog.LevelDebug) }
 
 // testServer is an in-process server on 127.0.0.1 and a free port triple.
 type testServer struct {
 	*server.Server
-	cancel context.CancelFunc
-	done   chan error
+	run *testkit.Running
 }
 
 func (s *testServer) endpoint() string { return fmt.Sprintf("tcp://127.0.0.1:%d", s.Port()) }
 
 // stop stops the server (idempotent) and waits for it.
-func (s *testServer) stop(t testing.TB) {
-	s.cancel()
-	select {
-	case err, ok := <-s.done:
-		if ok && err != nil {
-			t.Errorf("server Run: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Errorf("server did not stop in 15s")
-	}
-}
+func (s *testServer) stop(t testing.TB) { s.run.Stop(t) }
 
 func startServer(t testing.TB, cfg server.Config) *testServer {
 	t.Helper()
@@ -58,16 +43,7 @@ func startServer(t testing.TB, cfg server.Config) *testServer {
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ts := &testServer{Server: srv, cancel: cancel, done: make(chan error, 1)}
-	go func() { ts.done <- srv.Run(ctx); close(ts.done) }()
-	select {
-	case <-srv.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("server not ready in 10s")
-	}
-	t.Cleanup(func() { ts.stop(t) })
-	return ts
+	return &testServer{Server: srv, run: testkit.Serve(t, srv, 15*time.Second)}
 }
 
 // dial joins with a test logger and fast timeouts, closing at the end.
@@ -146,18 +122,12 @@ func snapshotOf(t testing.TB, port int, subtree string) (map[string]string, int6
 	if err := transport.SendMessage(d, [][]byte{[]byte(kvmsg.CmdSnapshot), []byte(subtree)}, 0); err != nil {
 		t.Fatal(err)
 	}
-	poller := zmq.NewPoller()
-	poller.Add(d, zmq.POLLIN)
 	out := map[string]string{}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		polled, err := poller.Poll(time.Until(deadline))
-		if err != nil || len(polled) == 0 {
-			t.Fatalf("snapshot: nothing within 10s (%v)", err)
-		}
-		frames, _, err := transport.RecvMessage(d, 0, nil)
+		frames, err := testkit.RecvWithin(d, time.Until(deadline))
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("snapshot: %v", err)
 		}
 		m, err := kvmsg.Decode(frames, kvmsg.Limits{})
 		if err != nil {
@@ -170,16 +140,10 @@ func snapshotOf(t testing.TB, port int, subtree string) (map[string]string, int6
 	}
 }
 
-// waitFor polls cond until it holds or d passes.
+// waitFor polls cond every 5ms until it holds or d passes.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, d, 5*time.Millisecond, what, cond)
 }
 
 // assertMatches waits until the client has applied the server's last

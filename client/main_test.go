@@ -2,10 +2,11 @@ package client
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"clonekv/internal/testkit"
 )
 
 // binDir holds binaries built for this test run (see buildBinary).
@@ -36,9 +37,8 @@ func buildBinary(t testing.TB, pkg string) string {
 		return p
 	}
 	out := filepath.Join(binDir, filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	if err := testkit.GoBuild(out, pkg); err != nil {
+		t.Fatal(err)
 	}
 	binBuilt[pkg] = out
 	return out

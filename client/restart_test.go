@@ -1,6 +1,8 @@
 package client
 
 import (
+	"clonekv/internal/testkit"
+
 	"bytes"
 	"fmt"
 	"os/exec"
@@ -57,7 +59,7 @@ func (p *serverProc) kill(t testing.TB) {
 func TestServerProcessRestart(t *testing.T) {
 	t.Parallel()
 	bin := buildBinary(t, "clonekv/cmd/clonesrv")
-	port := freePort(t)
+	port := testkit.FreePorts(t)
 	first := startProc(t, bin, port)
 
 	c := dial(t, Options{Endpoints: []string{fmt.Sprintf("tcp://127.0.0.1:%d", port)}, HeartbeatTimeout: 500 * time.Millisecond})

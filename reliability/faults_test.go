@@ -12,6 +12,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"clonekv/client"
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
 	"clonekv/transport"
 )
@@ -106,7 +107,7 @@ func startRecorder(t testing.TB, zctx *zmq.Context, port int) *seqRecorder {
 				return
 			default:
 			}
-			frames, err := recvWithin(sub, 20*time.Millisecond)
+			frames, err := testkit.RecvWithin(sub, 20*time.Millisecond)
 			if err != nil {
 				continue
 			}

@@ -12,6 +12,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
 	"clonekv/server"
 	"clonekv/stats"
@@ -120,7 +121,7 @@ func runValid(t *testing.T, zctx *zmq.Context, port int, dur time.Duration, rate
 	var lastSeq int64
 	deadline := time.Now().Add(dur + 20*time.Second)
 	for run.n < n {
-		frames, err := recvWithin(sub, time.Until(deadline))
+		frames, err := testkit.RecvWithin(sub, time.Until(deadline))
 		if err != nil {
 			t.Fatalf("%s: after %d of %d valid updates: %v", tag, run.n, n, err)
 		}
@@ -179,10 +180,10 @@ func waitSubscribed(t testing.TB, push, sub *zmq.Socket, key string) {
 		if err := transport.SendMessage(push, setMsg(key, []byte("ping")), 0); err != nil {
 			t.Fatal(err)
 		}
-		frames, err := recvWithin(sub, 100*time.Millisecond)
+		frames, err := testkit.RecvWithin(sub, 100*time.Millisecond)
 		if err == nil && string(frames[0]) == key {
 			for {
-				if _, err := recvWithin(sub, 50*time.Millisecond); err != nil {
+				if _, err := testkit.RecvWithin(sub, 50*time.Millisecond); err != nil {
 					return
 				}
 			}
@@ -203,7 +204,7 @@ func snapshotMap(t testing.TB, zctx *zmq.Context, port int, subtree string, d ti
 	out := map[string]string{}
 	deadline := time.Now().Add(d)
 	for {
-		frames, err := recvWithin(dealer, time.Until(deadline))
+		frames, err := testkit.RecvWithin(dealer, time.Until(deadline))
 		if err != nil {
 			t.Fatalf("snapshot %q after %d keys: %v", subtree, len(out), err)
 		}

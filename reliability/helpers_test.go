@@ -1,7 +1,6 @@
 package reliability
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -12,24 +11,19 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
 	"clonekv/server"
 	"clonekv/transport"
 )
 
-// testLogger writes server logs only with -v.
-func testLogger() *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
+// testLogger writes server warnings and errors only with -v.
+func testLogger() *slog.Logger { return testkit.Logger(slog.LevelWarn) }
 
 // inproc is an in-process server on 127.0.0.1 and a free port triple.
 type inproc struct {
 	*server.Server
-	cancel context.CancelFunc
-	done   chan error
+	run *testkit.Running
 }
 
 // startServer runs a server until stop is called (or the test ends).
@@ -43,36 +37,11 @@ func startServer(t testing.TB, cfg server.Config) *inproc {
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &inproc{Server: srv, cancel: cancel, done: make(chan error, 1)}
-	go func() { s.done <- srv.Run(ctx) }()
-	select {
-	case <-srv.Ready():
-	case err := <-s.done:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("server not ready in 10s")
-	}
-	t.Cleanup(func() { s.stop(t) })
-	return s
+	return &inproc{Server: srv, run: testkit.Serve(t, srv, 20*time.Second)}
 }
 
 // stop shuts the server down and waits for Run to return (idempotent).
-func (s *inproc) stop(t testing.TB) {
-	t.Helper()
-	s.cancel()
-	select {
-	case err, ok := <-s.done:
-		if ok && err != nil {
-			t.Errorf("Run: %v", err)
-		}
-		if ok {
-			close(s.done)
-		}
-	case <-time.After(20 * time.Second):
-		t.Errorf("server did not stop in 20s")
-	}
-}
+func (s *inproc) stop(t testing.TB) { s.run.Stop(t) }
 
 // newContext returns a client ZeroMQ context, terminated when the test ends.
 // maxSockets > 0 raises libzmq's default limit of 1023 sockets.
@@ -104,21 +73,6 @@ func connect(t testing.TB, zctx *zmq.Context, typ zmq.Type, port, offset int, op
 	return s
 }
 
-// recvWithin receives one message within d.
-func recvWithin(s *zmq.Socket, d time.Duration) ([][]byte, error) {
-	poller := zmq.NewPoller()
-	poller.Add(s, zmq.POLLIN)
-	polled, err := poller.Poll(d)
-	if err != nil {
-		return nil, err
-	}
-	if len(polled) == 0 {
-		return nil, fmt.Errorf("nothing within %v", d)
-	}
-	frames, _, err := transport.RecvMessage(s, 0, nil)
-	return frames, err
-}
-
 // setMsg is a KVSET's frames.
 func setMsg(key string, body []byte, props ...string) [][]byte {
 	m := kvmsg.Msg{Key: []byte(key), Body: body}
@@ -147,16 +101,10 @@ func readStamp(b []byte) (idx int64, age time.Duration, ok bool) {
 	return idx, time.Duration(time.Now().UnixNano() - sent), true
 }
 
-// waitFor polls cond until it holds or d passes.
+// waitFor polls cond every 10ms until it holds or d passes.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(t, d, 10*time.Millisecond, what, cond)
 }
 
 // fdCount counts the open file descriptors of a process (pid 0: this one).

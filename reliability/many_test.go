@@ -13,6 +13,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
 	"clonekv/server"
 	"clonekv/transport"
@@ -391,7 +392,7 @@ func oneCycleSubtree(zctx *zmq.Context, port, kind int, subtree string) (int, er
 	switch kind {
 	case 0:
 		for {
-			frames, err := recvWithin(dealer, 10*time.Second)
+			frames, err := testkit.RecvWithin(dealer, 10*time.Second)
 			if err != nil {
 				return 0, fmt.Errorf("whole snapshot: %w", err)
 			}
@@ -401,7 +402,7 @@ func oneCycleSubtree(zctx *zmq.Context, port, kind int, subtree string) (int, er
 		}
 	case 1:
 		for range 5 {
-			if _, err := recvWithin(dealer, 10*time.Second); err != nil {
+			if _, err := testkit.RecvWithin(dealer, 10*time.Second); err != nil {
 				return 0, fmt.Errorf("snapshot start: %w", err)
 			}
 		}

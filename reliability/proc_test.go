@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"clonekv/internal/testkit"
 )
 
 // binDir holds binaries built once per test run; TestMain removes it.
@@ -48,10 +50,7 @@ func clonesrvBin(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(binDir, "clonesrv")
 	buildOnce.Do(func() {
-		out, err := exec.Command("go", "build", "-o", bin, "clonekv/cmd/clonesrv").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build clonesrv: %v\n%s", err, out)
-		}
+		buildErr = testkit.GoBuild(bin, "clonekv/cmd/clonesrv")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

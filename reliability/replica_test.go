@@ -9,6 +9,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
 	"clonekv/transport"
 )
@@ -144,7 +145,7 @@ func (r *replica) join(ctx context.Context, s *replicaSocks, st *replicaState) b
 		if served, _ := r.serve(ctx, st); served {
 			continue
 		}
-		frames, err := recvWithin(s.dealer, r.silence)
+		frames, err := testkit.RecvWithin(s.dealer, r.silence)
 		if err != nil {
 			return false
 		}

@@ -11,6 +11,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
 	"clonekv/server"
 	"clonekv/transport"
@@ -43,7 +44,7 @@ func startLatSub(t testing.TB, zctx *zmq.Context, port int, prefix string) *latS
 				return
 			default:
 			}
-			frames, err := recvWithin(sub, 20*time.Millisecond)
+			frames, err := testkit.RecvWithin(sub, 20*time.Millisecond)
 			if err != nil {
 				continue
 			}
@@ -262,7 +263,7 @@ func TestSlowJoiner(t *testing.T) {
 				return
 			case <-time.After(10 * time.Millisecond):
 			}
-			if _, err := recvWithin(dealer, 0); err == nil {
+			if _, err := testkit.RecvWithin(dealer, 0); err == nil {
 				n++
 			}
 		}
@@ -278,7 +279,7 @@ func TestSlowJoiner(t *testing.T) {
 	got := n
 	var end kvmsg.Msg
 	for {
-		frames, err := recvWithin(dealer, 10*time.Second)
+		frames, err := testkit.RecvWithin(dealer, 10*time.Second)
 		if err != nil {
 			t.Fatalf("slow joiner after %d messages: %v", got, err)
 		}

@@ -8,6 +8,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
 	"clonekv/transport"
 )
@@ -34,7 +35,7 @@ func TestSnapshotConsistentUnderUpdates(t *testing.T) {
 				recDone <- fmt.Errorf("recorder got %d of %d", n, total)
 				return
 			}
-			f, err := recvWithin(sub, time.Second)
+			f, err := testkit.RecvWithin(sub, time.Second)
 			if err != nil {
 				continue
 			}
@@ -108,7 +109,7 @@ func TestCollectorSub(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		set(t, pub, "/s/first", "1")
-		if f, err := recvWithin(sub, 100*time.Millisecond); err == nil && string(f[0]) == "/s/first" {
+		if f, err := testkit.RecvWithin(sub, 100*time.Millisecond); err == nil && string(f[0]) == "/s/first" {
 			break
 		}
 		if time.Now().After(deadline) {

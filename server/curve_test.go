@@ -10,6 +10,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
 	"clonekv/transport"
 )
@@ -119,7 +120,7 @@ func TestCurveAdmitsOnlyAllowedClients(t *testing.T) {
 	})
 	for _, it := range intruders {
 		for name, s := range map[string]zsock{"sub": it.sub, "dealer": it.dealer} {
-			if f, err := recvWithin(s, 200*time.Millisecond); err == nil {
+			if f, err := testkit.RecvWithin(s, 200*time.Millisecond); err == nil {
 				t.Errorf("%s client's %s received %q", it.name, name, f)
 			}
 		}
@@ -165,7 +166,7 @@ func TestCurveWithoutAllowList(t *testing.T) {
 	}
 	plain := newPeer(t, srv.Port()).dealer()
 	transport.SendMessage(plain, [][]byte{[]byte(kvmsg.CmdSnapshot), nil}, zmq.DONTWAIT)
-	if f, err := recvWithin(plain, 300*time.Millisecond); err == nil {
+	if f, err := testkit.RecvWithin(plain, 300*time.Millisecond); err == nil {
 		t.Errorf("plaintext client received %q", f)
 	}
 	waitFor(t, 5*time.Second, "plaintext refusal counted", func() bool { return srv.authRejects(ReasonHandshake) > 0 })

@@ -1,26 +1,20 @@
 package server
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
 
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
 	"clonekv/transport"
 )
 
 // testLogger writes server logs to the test log only when -v is given.
-func testLogger(t testing.TB) *slog.Logger {
-	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func testLogger(t testing.TB) *slog.Logger { return testkit.Logger(slog.LevelDebug) }
 
 // startServer runs a server on 127.0.0.1 and a free port triple until the
 // test ends.
@@ -34,27 +28,7 @@ func startServer(t testing.TB, cfg Config) *Server {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		t.Fatalf("Run: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("server not ready in 10s")
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			t.Errorf("server did not stop in 15s")
-		}
-	})
+	testkit.Serve(t, srv, 15*time.Second)
 	return srv
 }
 
@@ -123,25 +97,11 @@ func set(t testing.TB, s *zmq.Socket, key, body string, props ...string) {
 // recv receives one message within d.
 func recv(t testing.TB, s *zmq.Socket, d time.Duration) [][]byte {
 	t.Helper()
-	frames, err := recvWithin(s, d)
+	frames, err := testkit.RecvWithin(s, d)
 	if err != nil {
 		t.Fatalf("recv: %v", err)
 	}
 	return frames
-}
-
-func recvWithin(s *zmq.Socket, d time.Duration) ([][]byte, error) {
-	poller := zmq.NewPoller()
-	poller.Add(s, zmq.POLLIN)
-	polled, err := poller.Poll(d)
-	if err != nil {
-		return nil, err
-	}
-	if len(polled) == 0 {
-		return nil, fmt.Errorf("nothing within %v", d)
-	}
-	frames, _, err := transport.RecvMessage(s, 0, nil)
-	return frames, err
 }
 
 // recvMsg receives one Clone message within d, skipping HUGZ.
@@ -180,16 +140,10 @@ func snapshot(t testing.TB, dealer *zmq.Socket, subtree string, d time.Duration)
 	}
 }
 
-// waitFor polls cond until it holds or d passes.
+// waitFor polls cond every 5ms until it holds or d passes.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, d, 5*time.Millisecond, what, cond)
 }
 
 // subscribed waits until a SUB socket really receives: it sets a key
@@ -200,11 +154,11 @@ func subscribed(t testing.TB, push, sub *zmq.Socket, key string) {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		set(t, push, key, "ping")
-		frames, err := recvWithin(sub, 100*time.Millisecond)
+		frames, err := testkit.RecvWithin(sub, 100*time.Millisecond)
 		if err == nil && len(frames) > 0 && string(frames[0]) == key {
 			// drain any further pings
 			for {
-				if _, err := recvWithin(sub, 50*time.Millisecond); err != nil {
+				if _, err := testkit.RecvWithin(sub, 50*time.Millisecond); err != nil {
 					return
 				}
 			}

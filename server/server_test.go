@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
 )
 
@@ -101,7 +102,7 @@ func TestTTLExpiry(t *testing.T) {
 		t.Errorf("expiry published %v after the ttl passed, want < 1s", late)
 	}
 	// ttl=0 and no ttl never expire.
-	if f, err := recvWithin(sub, 1500*time.Millisecond); err == nil {
+	if f, err := testkit.RecvWithin(sub, 1500*time.Millisecond); err == nil {
 		t.Fatalf("unexpected KVPUB %q", f[0])
 	}
 	snap, _ := snapshot(t, p.dealer(), "/t/", 2*time.Second)
@@ -136,7 +137,7 @@ func TestHeartbeatOff(t *testing.T) {
 	srv := startServer(t, Config{Heartbeat: -1})
 	p := newPeer(t, srv.Port())
 	sub := p.sub("")
-	if f, err := recvWithin(sub, 1500*time.Millisecond); err == nil {
+	if f, err := testkit.RecvWithin(sub, 1500*time.Millisecond); err == nil {
 		t.Fatalf("got %q with heartbeats off", f[0])
 	}
 }

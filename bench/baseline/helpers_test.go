@@ -1,7 +1,6 @@
 package baseline_test
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"testing"
@@ -10,6 +9,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"clonekv/bench/baseline"
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
 )
 
@@ -21,20 +21,7 @@ func start(t *testing.T) *baseline.Server {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(2 * time.Second):
-			t.Errorf("Run did not stop within 2s of cancel")
-		}
-	})
+	testkit.Serve(t, srv, 2*time.Second)
 	return srv
 }
 

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"context"
-	"fmt"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,23 +18,7 @@ func startCurveServer(t *testing.T, secretFile string, allowed ...string) string
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Bind: "127.0.0.1", Heartbeat: 100 * time.Millisecond,
-		Curve:  &server.CurveConfig{SecretKey: kp.Secret, AllowedClients: allowed},
-		Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	<-srv.Ready()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-	})
-	return fmt.Sprintf("tcp://127.0.0.1:%d", srv.Port())
+	return startServerWith(t, server.Config{Curve: &server.CurveConfig{SecretKey: kp.Secret, AllowedClients: allowed}})
 }
 
 // TestCurve: keys made by "clonecli keygen" let set and get round-trip

@@ -21,6 +21,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
 	"clonekv/server"
 	"clonekv/transport"
@@ -36,8 +37,8 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	cliBin = filepath.Join(dir, "clonecli")
-	if out, err := exec.Command("go", "build", "-o", cliBin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "go build clonecli: %v\n%s", err, out)
+	if err := testkit.GoBuild(cliBin, "."); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -46,22 +47,23 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// startServer runs an in-process server with a 100ms heartbeat until the
+// test ends and returns its snapshot endpoint.
 func startServer(t *testing.T) string {
 	t.Helper()
-	srv, err := server.New(server.Config{Bind: "127.0.0.1", Heartbeat: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	return startServerWith(t, server.Config{})
+}
+
+// startServerWith is startServer with cfg (Bind, Heartbeat and Logger are
+// set here).
+func startServerWith(t *testing.T, cfg server.Config) string {
+	t.Helper()
+	cfg.Bind, cfg.Heartbeat, cfg.Logger = "127.0.0.1", 100*time.Millisecond, slog.New(slog.DiscardHandler)
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	<-srv.Ready()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-	})
+	testkit.Serve(t, srv, 15*time.Second)
 	return fmt.Sprintf("tcp://127.0.0.1:%d", srv.Port())
 }
 
@@ -134,16 +136,8 @@ func TestSetGetDel(t *testing.T) {
 // timeout, not a hang.
 func TestUnreachable(t *testing.T) {
 	t.Parallel()
-	// A port triple with nothing listening: bind a server to find one, then
-	// stop it.
-	srv, err := server.New(server.Config{Bind: "127.0.0.1", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_ = srv.Run(ctx)
-	ep := fmt.Sprintf("tcp://127.0.0.1:%d", srv.Port())
+	// A port triple with nothing listening.
+	ep := fmt.Sprintf("tcp://127.0.0.1:%d", testkit.FreePorts(t))
 	for _, args := range [][]string{{"get", "k"}, {"set", "k", "v"}, {"dump"}, {"watch"}} {
 		r := cli(t, nil, append([]string{"--server", ep, "--timeout", "700ms"}, args...)...).must(t, exitFailure)
 		if !strings.Contains(r.stderr, "cannot reach a clonekv server at "+ep) || r.took > 5*time.Second {
@@ -305,17 +299,11 @@ func rawSnapshot(t *testing.T, zctx *zmq.Context, port int, subtree string) (map
 	if err := transport.SendMessage(d, [][]byte{[]byte(kvmsg.CmdSnapshot), []byte(subtree)}, 0); err != nil {
 		t.Fatal(err)
 	}
-	poller := zmq.NewPoller()
-	poller.Add(d, zmq.POLLIN)
 	out := map[string]string{}
 	for {
-		polled, err := poller.Poll(5 * time.Second)
-		if err != nil || len(polled) == 0 {
-			t.Fatalf("snapshot: no answer (%v)", err)
-		}
-		frames, _, err := transport.RecvMessage(d, 0, nil)
+		frames, err := testkit.RecvWithin(d, 5*time.Second)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("snapshot: no answer (%v)", err)
 		}
 		m, err := kvmsg.Decode(frames, kvmsg.Limits{})
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"clonekv/config"
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
 	"clonekv/transport"
 )
@@ -99,7 +100,7 @@ func TestServiceWithCurveAndHTTP(t *testing.T) {
 	os.Mkdir(allow, 0o755)
 	pub, _ := os.ReadFile(filepath.Join(dir, "client.pub"))
 	os.WriteFile(filepath.Join(allow, "client.pub"), pub, 0o644)
-	port := freePort(t)
+	port := testkit.FreePorts(t)
 	httpAddr := freeHTTPAddr(t)
 	conf := filepath.Join(dir, "clonekv.toml")
 	os.WriteFile(conf, []byte(fmt.Sprintf("bind = \"127.0.0.1\"\nport = %d\ncurve-allow = %q\npprof = true\n", port, allow)), 0o644)

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,8 +14,8 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
-	"clonekv/server"
 	"clonekv/transport"
 )
 
@@ -26,7 +25,6 @@ var built struct {
 	dir  string
 	bin  string
 	err  error
-	out  []byte
 }
 
 // TestMain removes the shared binary after the tests.
@@ -47,26 +45,12 @@ func buildServer(t *testing.T) string {
 			return
 		}
 		built.bin = filepath.Join(built.dir, "clonesrv")
-		built.out, built.err = exec.Command("go", "build", "-buildvcs=auto", "-o", built.bin, ".").CombinedOutput()
+		built.err = testkit.GoBuild(built.bin, ".", "-buildvcs=auto")
 	})
 	if built.err != nil {
-		t.Fatalf("go build: %v\n%s", built.err, built.out)
+		t.Fatal(built.err)
 	}
 	return built.bin
-}
-
-// freePort finds a free base port triple on 127.0.0.1.
-func freePort(t *testing.T) int {
-	t.Helper()
-	srv, err := server.New(server.Config{Bind: "127.0.0.1", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := srv.Port()
-	if err := srv.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return port
 }
 
 // TestSignalsStopGracefully: SIGINT and SIGTERM make clonesrv publish what
@@ -75,7 +59,7 @@ func TestSignalsStopGracefully(t *testing.T) {
 	bin := buildServer(t)
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
-			port := freePort(t)
+			port := testkit.FreePorts(t)
 			var stderr bytes.Buffer
 			cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--log-format", "json")
 			cmd.Stderr = &stderr

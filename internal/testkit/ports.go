@@ -1,4 +1,4 @@
-package client
+package testkit
 
 import (
 	"fmt"
@@ -7,9 +7,11 @@ import (
 	"testing"
 )
 
-// freePort returns a base port P such that P, P+1 and P+2 are free on
-// 127.0.0.1 right now (below Linux's ephemeral range, as the server does).
-func freePort(t testing.TB) int {
+// FreePorts returns a base port P such that P, P+1 and P+2 are free on
+// 127.0.0.1 right now (below Linux's ephemeral range, as the server does),
+// for a server that a test starts as a separate process or restarts on the
+// same ports.
+func FreePorts(t testing.TB) int {
 	t.Helper()
 	for try := 0; try < 200; try++ {
 		p := 20000 + rand.IntN(12000)
