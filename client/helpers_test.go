@@ -119,25 +119,7 @@ func snapshotOf(t testing.TB, port int, subtree string) (map[string]string, int6
 	t.Helper()
 	p := newRawPeer(t)
 	d := p.connect(zmq.DEALER, fmt.Sprintf("tcp://127.0.0.1:%d", port), transport.Options{})
-	if err := transport.SendMessage(d, [][]byte{[]byte(kvmsg.CmdSnapshot), []byte(subtree)}, 0); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		frames, err := testkit.RecvWithin(d, time.Until(deadline))
-		if err != nil {
-			t.Fatalf("snapshot: %v", err)
-		}
-		m, err := kvmsg.Decode(frames, kvmsg.Limits{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(m.Key) == kvmsg.KeySnapshotEnd {
-			return out, m.Seq
-		}
-		out[string(m.Key)] = string(m.Body)
-	}
+	return testkit.SnapshotMap(t, d, subtree, 10*time.Second)
 }
 
 // waitFor polls cond every 5ms until it holds or d passes.

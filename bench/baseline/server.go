@@ -10,9 +10,8 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/transport"
-
 	"clonekv/kvmsg"
+	"clonekv/transport"
 )
 
 // Config configures a Server. The zero value binds 127.0.0.1 at a free port

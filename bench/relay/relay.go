@@ -12,9 +12,8 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/transport"
-
 	"clonekv/kvmsg"
+	"clonekv/transport"
 )
 
 // Config configures a Server. The zero value binds 127.0.0.1 at free ports.

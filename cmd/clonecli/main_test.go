@@ -153,24 +153,7 @@ func TestWatchSeesSet(t *testing.T) {
 	ep := startServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	watch := exec.CommandContext(ctx, cliBin, "--server", ep, "watch", "/w/")
-	stdout, err := watch.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	watch.Stderr = &stderr
-	if err := watch.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan string, 16)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	watch, lines, stderr := startWatch(ctx, t, ep, "/w/", 16)
 	expect := func(prefix string, within time.Duration) string {
 		t.Helper()
 		timer := time.NewTimer(within)
@@ -289,6 +272,32 @@ func TestDumpMatchesServer(t *testing.T) {
 }
 
 // rawSnapshot asks the server for a snapshot on a fresh DEALER.
+// startWatch runs `clonecli watch subtree` against ep until ctx ends and
+// returns the process, its stdout lines (closed at exit, buffered up to buf)
+// and its stderr.
+func startWatch(ctx context.Context, t *testing.T, ep, subtree string, buf int) (*exec.Cmd, <-chan string, *bytes.Buffer) {
+	t.Helper()
+	watch := exec.CommandContext(ctx, cliBin, "--server", ep, "watch", subtree)
+	stdout, err := watch.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &bytes.Buffer{}
+	watch.Stderr = stderr
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, buf)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	return watch, lines, stderr
+}
+
 func rawSnapshot(t *testing.T, zctx *zmq.Context, port int, subtree string) (map[string]string, int64) {
 	t.Helper()
 	d, err := transport.Connect(zctx, zmq.DEALER, fmt.Sprintf("tcp://127.0.0.1:%d", port), transport.Options{})
@@ -296,24 +305,7 @@ func rawSnapshot(t *testing.T, zctx *zmq.Context, port int, subtree string) (map
 		t.Fatal(err)
 	}
 	defer d.Close()
-	if err := transport.SendMessage(d, [][]byte{[]byte(kvmsg.CmdSnapshot), []byte(subtree)}, 0); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	for {
-		frames, err := testkit.RecvWithin(d, 5*time.Second)
-		if err != nil {
-			t.Fatalf("snapshot: no answer (%v)", err)
-		}
-		m, err := kvmsg.Decode(frames, kvmsg.Limits{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(m.Key) == kvmsg.KeySnapshotEnd {
-			return out, m.Seq
-		}
-		out[string(m.Key)] = string(m.Body)
-	}
+	return testkit.SnapshotMap(t, d, subtree, 10*time.Second)
 }
 
 // TestJoinWhileUpdating: dump and watch join while updates stream in, so
@@ -378,24 +370,7 @@ func TestJoinWhileUpdating(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	watch := exec.CommandContext(ctx, cliBin, "--server", ep, "watch", "/l/")
-	stdout, err := watch.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	watch.Stderr = &stderr
-	if err := watch.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := make(chan string, 1024)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	watch, lines, stderr := startWatch(ctx, t, ep, "/l/", 1024)
 
 	r := cli(t, nil, "--server", ep, "dump").must(t, 0) // no subtree: every update seen, losses re-joined
 	keys := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")

@@ -13,6 +13,7 @@ import (
 
 	"clonekv/bench/baseline"
 	"clonekv/internal/guideclient"
+	"clonekv/internal/testkit"
 	"clonekv/kvmsg"
 )
 
@@ -31,15 +32,7 @@ func TestAgainstBaseline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvCtx, stopSrv := context.WithCancel(ctx)
-	srvDone := make(chan error, 1)
-	go func() { srvDone <- srv.Run(srvCtx) }()
-	defer func() {
-		stopSrv()
-		if err := <-srvDone; err != nil {
-			t.Errorf("baseline Run: %v", err)
-		}
-	}()
+	testkit.Serve(t, srv, 5*time.Second) // stopped when the test ends
 
 	checkGuideClients(ctx, t, srv.Port())
 	t.Logf("server: %+v", srv.Stats())

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"clonekv/internal/testkit"
 	"clonekv/server"
 )
 
@@ -21,16 +22,7 @@ func TestAgainstClonekv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvCtx, stopSrv := context.WithCancel(ctx)
-	srvDone := make(chan error, 1)
-	go func() { srvDone <- srv.Run(srvCtx) }()
-	defer func() {
-		stopSrv()
-		if err := <-srvDone; err != nil {
-			t.Errorf("clonekv Run: %v", err)
-		}
-	}()
-	<-srv.Ready()
+	testkit.Serve(t, srv, 5*time.Second) // stopped when the test ends
 	checkGuideClients(ctx, t, srv.Port())
 	st := srv.Stats()
 	if st.UpdatesAccepted.Load() < 40 || st.RejectedTotal("") != 0 {
