@@ -27,6 +27,7 @@ run: build
 	./$(BIN)/clonesrv $(ARGS)
 
 lint: deps
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 

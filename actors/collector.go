@@ -8,9 +8,9 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"clonekv/kvmsg"
-	"clonekv/stats"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/stats"
+	"github.com/clonekv/clonekv/transport/adapter"
 )
 
 // Reasons the collector rejects a KVSET beyond kvmsg's decode reasons.
@@ -51,9 +51,9 @@ type Collector struct {
 // NewCollector returns the collector actor.
 func NewCollector(cfg CollectorConfig) *Collector { return &Collector{cfg: cfg} }
 
-// Receive handles *transport.Inbound.
+// Receive handles *adapter.Inbound.
 func (c *Collector) Receive(ctx actor.Context) {
-	in, ok := ctx.Message().(*transport.Inbound)
+	in, ok := ctx.Message().(*adapter.Inbound)
 	if !ok {
 		return
 	}

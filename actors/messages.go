@@ -2,10 +2,10 @@
 // messages each one takes beside it. The store actor is the only place state
 // changes (sequence, map); the others feed it or follow it:
 //
-//	transport.Reader ─► Collector ─► Store ─► Committed ─► Publisher ─► transport.Writer (PUB)
+//	adapter.Reader ─► Collector ─► Store ─► Committed ─► Publisher ─► adapter.Writer (PUB)
 //	                                  ▲   │                 Reaper (expiry index) ─► Expire ─► Store
 //	                                  │   └───────────────► any handler registered at wiring
-//	transport.Router ─► Snapshot ─────┘ ViewRequest/View ─► transport.Send chunks back to the Router
+//	adapter.Router ─► Snapshot ─────┘ ViewRequest/View ─► adapter.Send chunks back to the Router
 //	Heartbeat ─► Publisher (HUGZ)
 //
 // Actors never block on a socket; socket I/O lives in transport.
@@ -14,7 +14,7 @@ package actors
 import (
 	"time"
 
-	"clonekv/kvmsg"
+	"github.com/clonekv/clonekv/kvmsg"
 )
 
 // Update is one committed change, as the store applied it. Msg.Seq is the

@@ -5,9 +5,10 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"clonekv/kvmsg"
-	"clonekv/stats"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/stats"
+	"github.com/clonekv/clonekv/transport"
+	"github.com/clonekv/clonekv/transport/adapter"
 )
 
 // Heartbeat asks the publisher to send HUGZ.
@@ -15,7 +16,7 @@ type Heartbeat struct{}
 
 // PublisherConfig configures the publisher.
 type PublisherConfig struct {
-	Writer *actor.PID // the PUB socket's transport.Writer
+	Writer *actor.PID // the PUB socket's adapter.Writer
 	Stats  *stats.Server
 }
 
@@ -34,12 +35,12 @@ func NewPublisher(cfg PublisherConfig) *Publisher { return &Publisher{cfg: cfg} 
 func (p *Publisher) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *Committed:
-		ctx.Send(p.cfg.Writer, &transport.Outbound{Msgs: EncodeUpdates(m.Updates), Done: m.Done})
+		ctx.Send(p.cfg.Writer, &adapter.Outbound{Msgs: EncodeUpdates(m.Updates), Done: m.Done})
 		p.cfg.Stats.UpdatesPublished.Add(int64(len(m.Updates)))
 	case *Heartbeat:
 		hugz := &transport.Flat{}
 		hugz.Add([]byte(kvmsg.KeyHeartbeat), make([]byte, kvmsg.SeqLen), nil, nil, nil)
-		ctx.Send(p.cfg.Writer, &transport.Outbound{Msgs: hugz})
+		ctx.Send(p.cfg.Writer, &adapter.Outbound{Msgs: hugz})
 		p.cfg.Stats.HeartbeatsSent.Add(1)
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/kvmsg"
+	"github.com/clonekv/clonekv/kvmsg"
 )
 
 func update(key string, seq int64, expires time.Time) *Update {

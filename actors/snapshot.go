@@ -9,10 +9,11 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"clonekv/kvmap"
-	"clonekv/kvmsg"
-	"clonekv/stats"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/kvmap"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/stats"
+	"github.com/clonekv/clonekv/transport"
+	"github.com/clonekv/clonekv/transport/adapter"
 )
 
 // Reasons the snapshot responder rejects a request.
@@ -25,7 +26,7 @@ const (
 
 // SnapshotConfig configures the snapshot responder.
 type SnapshotConfig struct {
-	Router *actor.PID // the ROUTER's transport.Router
+	Router *actor.PID // the ROUTER's adapter.Router
 	Store  *actor.PID
 	Stats  *stats.Server
 	Log    *stats.RejectLog
@@ -102,10 +103,10 @@ func NewSnapshot(cfg SnapshotConfig) *Snapshot {
 	return &Snapshot{cfg: cfg, active: make(map[string]*stream)}
 }
 
-// Receive handles *transport.Request, *View and *transport.Sent.
+// Receive handles *adapter.Request, *View and *adapter.Sent.
 func (a *Snapshot) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
-	case *transport.Request:
+	case *adapter.Request:
 		a.request(ctx, m)
 	case *View:
 		s, ok := m.Tag.(*stream)
@@ -115,7 +116,7 @@ func (a *Snapshot) Receive(ctx actor.Context) {
 		s.seq = m.Seq
 		s.cur = m.Map.Cursor(s.subtree)
 		a.fill(ctx, s)
-	case *transport.Sent:
+	case *adapter.Sent:
 		ch, ok := m.Tag.(*chunk)
 		if !ok {
 			return
@@ -132,7 +133,7 @@ func (a *Snapshot) Receive(ctx actor.Context) {
 
 var errUnknownCommand = errors.New("unknown command")
 
-func (a *Snapshot) request(ctx actor.Context, req *transport.Request) {
+func (a *Snapshot) request(ctx actor.Context, req *adapter.Request) {
 	peerAttr := slog.String("peer", fmt.Sprintf("%x", req.Peer))
 	if req.Count != 2 {
 		a.cfg.Log.Reject(stats.SourceSnapshot, ReasonRequestFrames,
@@ -178,7 +179,7 @@ func (a *Snapshot) fill(ctx actor.Context, s *stream) {
 	for s.inflight < a.cfg.InFlight && !s.finished {
 		ch := a.produce(s)
 		s.inflight++
-		ctx.Send(a.cfg.Router, &transport.Send{Peer: s.peer, Msgs: &ch.msgs, ReplyTo: ctx.Self(), Tag: ch})
+		ctx.Send(a.cfg.Router, &adapter.Send{Peer: s.peer, Msgs: &ch.msgs, ReplyTo: ctx.Self(), Tag: ch})
 	}
 }
 

@@ -16,16 +16,17 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"clonekv/actors"
-	"clonekv/kvmsg"
-	"clonekv/stats"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/actors"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/stats"
+	"github.com/clonekv/clonekv/transport"
+	"github.com/clonekv/clonekv/transport/adapter"
 )
 
 // fuzzMaxSubtree is the subtree limit of the fuzzed responder.
 const fuzzMaxSubtree = 32
 
-// fuzzRouter stands in for transport.Router: it records what the snapshot
+// fuzzRouter stands in for adapter.Router: it records what the snapshot
 // responder sends to each peer (copied: chunk buffers are reused once
 // reported sent), reports each chunk sent, or — at a chosen chunk — reports
 // the peer gone, and tells the test when a stream ends.
@@ -43,7 +44,7 @@ type fuzzPeer struct {
 }
 
 func (r *fuzzRouter) Receive(ctx actor.Context) {
-	m, ok := ctx.Message().(*transport.Send)
+	m, ok := ctx.Message().(*adapter.Send)
 	if !ok {
 		return
 	}
@@ -52,13 +53,13 @@ func (r *fuzzRouter) Receive(ctx actor.Context) {
 	if p == nil {
 		r.strays++
 		r.mu.Unlock()
-		ctx.Send(m.ReplyTo, &transport.Sent{Tag: m.Tag, Err: transport.ErrPeerGone})
+		ctx.Send(m.ReplyTo, &adapter.Sent{Tag: m.Tag, Err: adapter.ErrPeerGone})
 		return
 	}
 	p.chunks++
 	if p.chunks == p.failAt {
 		r.mu.Unlock()
-		ctx.Send(m.ReplyTo, &transport.Sent{Tag: m.Tag, Err: transport.ErrPeerGone})
+		ctx.Send(m.ReplyTo, &adapter.Sent{Tag: m.Tag, Err: adapter.ErrPeerGone})
 		p.done <- false
 		return
 	}
@@ -73,7 +74,7 @@ func (r *fuzzRouter) Receive(ctx actor.Context) {
 		final = final || string(msg[0]) == kvmsg.KeySnapshotEnd
 	}
 	r.mu.Unlock()
-	ctx.Send(m.ReplyTo, &transport.Sent{Tag: m.Tag})
+	ctx.Send(m.ReplyTo, &adapter.Sent{Tag: m.Tag})
 	if final {
 		p.done <- true
 	}
@@ -162,7 +163,7 @@ func (rig *snapshotRig) check(t *testing.T, frames [][]byte, failAt int) {
 	}
 	rejected := rig.st.RejectedTotal(stats.SourceSnapshot)
 	aborted := rig.st.SnapshotsAborted.Load()
-	rig.sys.Root.Send(rig.snapshot, &transport.Request{Peer: peer, Frames: kept, Count: len(frames)})
+	rig.sys.Root.Send(rig.snapshot, &adapter.Request{Peer: peer, Frames: kept, Count: len(frames)})
 
 	if reason != "" {
 		deadline := time.Now().Add(5 * time.Second)

@@ -5,9 +5,9 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"clonekv/kvmap"
-	"clonekv/kvmsg"
-	"clonekv/stats"
+	"github.com/clonekv/clonekv/kvmap"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/stats"
 )
 
 // ViewRequest asks the store for a consistent snapshot of the map. The store

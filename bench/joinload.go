@@ -11,8 +11,8 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/kvmsg"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // JoinParams are the knobs of join-under-load: Keys preloaded, then Pubs

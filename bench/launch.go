@@ -16,9 +16,9 @@ import (
 	"strings"
 	"time"
 
-	"clonekv/bench/baseline"
-	"clonekv/bench/relay"
-	"clonekv/server"
+	"github.com/clonekv/clonekv/bench/baseline"
+	"github.com/clonekv/clonekv/bench/relay"
+	"github.com/clonekv/clonekv/server"
 )
 
 // The servers under test.

@@ -13,9 +13,9 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/kvmap"
-	"clonekv/kvmsg"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/kvmap"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // Client follows a clone server's map under a subtree and writes to it. It

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/kvmsg"
-	"clonekv/server"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/server"
 )
 
 // TestJoinFollowWrite: a client joins a server holding keys, follows

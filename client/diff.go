@@ -3,7 +3,7 @@ package client
 import (
 	"bytes"
 
-	"clonekv/kvmap"
+	"github.com/clonekv/clonekv/kvmap"
 )
 
 // diff appends the events that turn old into new (both under prefix): an

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/internal/testkit"
-	"clonekv/server"
+	"github.com/clonekv/clonekv/internal/testkit"
+	"github.com/clonekv/clonekv/server"
 )
 
 // TestFailoverFirstDown: the first endpoint has no server at all; the client

@@ -12,10 +12,10 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/internal/testkit"
-	"clonekv/kvmsg"
-	"clonekv/server"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/internal/testkit"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/server"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // testLogger writes logs to stderr only with -v.

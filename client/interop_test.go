@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/bench/baseline"
-	"clonekv/internal/guideclient"
-	"clonekv/server"
+	"github.com/clonekv/clonekv/bench/baseline"
+	"github.com/clonekv/clonekv/internal/guideclient"
+	"github.com/clonekv/clonekv/server"
 )
 
 // TestAgainstSeedDesignServer: the client joins, follows and writes against

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/server"
+	"github.com/clonekv/clonekv/server"
 )
 
 // TestConvergesUnderLoss: the client's subscriber has a tiny receive

@@ -6,7 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	"clonekv/internal/testkit"
+	"github.com/clonekv/clonekv/internal/testkit"
 )
 
 // binDir holds binaries built for this test run (see buildBinary).
@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// buildBinary builds the command at pkg (e.g. "clonekv/cmd/clonesrv") once
+// buildBinary builds the command at pkg (e.g. "github.com/clonekv/clonekv/cmd/clonesrv") once
 // per test run and returns its path.
 func buildBinary(t testing.TB, pkg string) string {
 	t.Helper()

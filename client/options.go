@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"clonekv/kvmsg"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // DefaultPort is the base port P an endpoint without a port gets.

@@ -8,9 +8,9 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/kvmap"
-	"clonekv/kvmsg"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/kvmap"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // state is where the owner is in joining and following one endpoint.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/server"
+	"github.com/clonekv/clonekv/server"
 )
 
 // BenchmarkRejoin100k measures one re-join (a fresh snapshot of 100,000

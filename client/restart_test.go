@@ -1,7 +1,7 @@
 package client
 
 import (
-	"clonekv/internal/testkit"
+	"github.com/clonekv/clonekv/internal/testkit"
 
 	"bytes"
 	"fmt"
@@ -58,7 +58,7 @@ func (p *serverProc) kill(t testing.TB) {
 // and matches the new server: none of the old keys survive in it.
 func TestServerProcessRestart(t *testing.T) {
 	t.Parallel()
-	bin := buildBinary(t, "clonekv/cmd/clonesrv")
+	bin := buildBinary(t, "github.com/clonekv/clonekv/cmd/clonesrv")
 	port := testkit.FreePorts(t)
 	first := startProc(t, bin, port)
 

@@ -6,8 +6,8 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/kvmsg"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // session is the sockets connected to one endpoint: DEALER (snapshots, P),

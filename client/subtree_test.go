@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/server"
+	"github.com/clonekv/clonekv/server"
 )
 
 // TestSubtreeIsolation: a subtree client holds and reports only keys under

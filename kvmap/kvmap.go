@@ -20,7 +20,7 @@ import (
 
 	"github.com/tidwall/btree"
 
-	"clonekv/kvmsg"
+	"github.com/clonekv/clonekv/kvmsg"
 )
 
 // Entry is one stored message. Its byte slices alias one immutable buffer:

@@ -8,7 +8,7 @@ import (
 	"sort"
 	"testing"
 
-	"clonekv/kvmsg"
+	"github.com/clonekv/clonekv/kvmsg"
 )
 
 func msg(key, body string, seq int64) kvmsg.Msg {

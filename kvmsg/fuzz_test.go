@@ -10,7 +10,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"clonekv/kvmsg"
+	"github.com/clonekv/clonekv/kvmsg"
 )
 
 // splitFrames turns fuzz input into frames: the first byte is the separator

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"clonekv/kvmsg"
+	"github.com/clonekv/clonekv/kvmsg"
 )
 
 // be8 is the 8-byte big-endian two's-complement encoding of n, written out

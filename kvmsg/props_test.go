@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/kvmsg"
+	"github.com/clonekv/clonekv/kvmsg"
 )
 
 func TestValidateProps(t *testing.T) {

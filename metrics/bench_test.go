@@ -9,9 +9,9 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/kvmsg"
-	"clonekv/server"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/server"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // BenchmarkUpdates measures end-to-end update throughput (PUSH → server →

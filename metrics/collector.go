@@ -11,8 +11,8 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"clonekv/server"
-	"clonekv/stats"
+	"github.com/clonekv/clonekv/server"
+	"github.com/clonekv/clonekv/stats"
 )
 
 const namespace = "clonekv"

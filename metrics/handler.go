@@ -4,8 +4,8 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"clonekv/actors"
-	"clonekv/server"
+	"github.com/clonekv/clonekv/actors"
+	"github.com/clonekv/clonekv/server"
 )
 
 // committedMetrics are kept by the Committed handler: what the store

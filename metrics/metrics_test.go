@@ -14,9 +14,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
-	"clonekv/kvmsg"
-	"clonekv/server"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/server"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // startServer runs a server with metrics and the HTTP endpoints on

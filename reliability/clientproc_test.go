@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/client"
+	"github.com/clonekv/clonekv/client"
 )
 
 // clientHelperEnv, when set to a server's endpoint, makes the test binary

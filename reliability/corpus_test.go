@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"clonekv/kvmsg"
+	"github.com/clonekv/clonekv/kvmsg"
 )
 
 // malformed is one case of testdata/malformed.txt.

@@ -11,10 +11,10 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/client"
-	"clonekv/internal/testkit"
-	"clonekv/kvmsg"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/client"
+	"github.com/clonekv/clonekv/internal/testkit"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // loader sends KVSETs from its own PUSH socket until stopped, never blocking

@@ -12,11 +12,11 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/internal/testkit"
-	"clonekv/kvmsg"
-	"clonekv/server"
-	"clonekv/stats"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/internal/testkit"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/server"
+	"github.com/clonekv/clonekv/stats"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // floodSizes are the malformed flood's load: malformed messages per second

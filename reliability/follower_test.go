@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/client"
+	"github.com/clonekv/clonekv/client"
 )
 
 // follower is anything that holds a copy of the server's map: a replica

@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"clonekv/server"
+	"github.com/clonekv/clonekv/server"
 )
 
 // helperEnv, when set, makes the test binary run a server instead of the

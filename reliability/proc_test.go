@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/internal/testkit"
+	"github.com/clonekv/clonekv/internal/testkit"
 )
 
 // binDir holds binaries built once per test run; TestMain removes it.
@@ -50,7 +50,7 @@ func clonesrvBin(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(binDir, "clonesrv")
 	buildOnce.Do(func() {
-		buildErr = testkit.GoBuild(bin, "clonekv/cmd/clonesrv")
+		buildErr = testkit.GoBuild(bin, "github.com/clonekv/clonekv/cmd/clonesrv")
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

@@ -9,9 +9,9 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/internal/testkit"
-	"clonekv/kvmsg"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/internal/testkit"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // replica is a minimal re-joining Clone client used where a test needs one

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/client"
+	"github.com/clonekv/clonekv/client"
 )
 
 // soakDurations: how long to load (SOAK, default 5m) and how often the

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/kvmsg"
-	"clonekv/stats"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/stats"
 )
 
 // TestBadInputNeverStopsTheServer sends every kind of malformed message the

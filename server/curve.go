@@ -7,8 +7,8 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/stats"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/stats"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // CurveConfig turns on ZeroMQ's CURVE security (encryption plus, with an

@@ -8,8 +8,8 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/kvmsg"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // loadKeys pushes n keys "/big/%07d" through several PUSH sockets and waits

@@ -7,7 +7,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/stats"
+	"github.com/clonekv/clonekv/stats"
 )
 
 // SocketPeers is what the socket monitor knows about one server socket's

@@ -21,9 +21,10 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/actors"
-	"clonekv/stats"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/actors"
+	"github.com/clonekv/clonekv/stats"
+	"github.com/clonekv/clonekv/transport"
+	"github.com/clonekv/clonekv/transport/adapter"
 )
 
 // Server is one clone server. Create it with New, run it with Run.
@@ -204,7 +205,7 @@ func (s *Server) spawn(sys *actor.ActorSystem) (*pids, error) {
 	storeName := "store"
 	storePID := sys.NewLocalPID(storeName)
 
-	p.writer = spawn("pub-writer", transport.NewWriter(transport.WriterConfig{Socket: s.pub, Logger: s.log}).Props())
+	p.writer = spawn("pub-writer", adapter.NewWriter(adapter.WriterConfig{Socket: s.pub, Logger: s.log}).Props())
 	p.publisher = spawn("publisher", actor.PropsFromProducer(func() actor.Actor {
 		return actors.NewPublisher(actors.PublisherConfig{Writer: p.writer, Stats: s.stats})
 	}, resume))
@@ -229,13 +230,13 @@ func (s *Server) spawn(sys *actor.ActorSystem) (*pids, error) {
 		Router: sys.NewLocalPID("router"),
 	})
 	p.snapshot = spawn("snapshot", actor.PropsFromProducer(func() actor.Actor { return snapshot }, resume))
-	router, err := transport.NewRouter(transport.RouterConfig{Socket: s.router, Context: s.zctx, Target: p.snapshot, Logger: s.log})
+	router, err := adapter.NewRouter(adapter.RouterConfig{Socket: s.router, Context: s.zctx, Target: p.snapshot, Logger: s.log})
 	if err != nil {
 		return nil, err
 	}
 	p.router = spawn("router", router.Props())
-	p.reader = spawn("collector-reader", transport.NewReader(transport.ReaderConfig{
-		Socket: s.collector, Target: p.collector, Credits: transport.NewCredits(s.cfg.Credits),
+	p.reader = spawn("collector-reader", adapter.NewReader(adapter.ReaderConfig{
+		Socket: s.collector, Target: p.collector, Credits: adapter.NewCredits(s.cfg.Credits),
 		BatchMax: s.cfg.BatchMax, Logger: s.log,
 	}).Props())
 	if s.cfg.Heartbeat > 0 {

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/internal/testkit"
-	"clonekv/kvmsg"
+	"github.com/clonekv/clonekv/internal/testkit"
+	"github.com/clonekv/clonekv/kvmsg"
 )
 
 func TestSnapshotSubtree(t *testing.T) {

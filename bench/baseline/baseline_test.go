@@ -11,8 +11,8 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/bench/baseline"
-	"clonekv/kvmsg"
+	"github.com/clonekv/clonekv/bench/baseline"
+	"github.com/clonekv/clonekv/kvmsg"
 )
 
 func TestSnapshotSubtree(t *testing.T) {

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"clonekv/kvmsg"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // handleSnapshot answers one snapshot request, as the seed's s_snapshots:

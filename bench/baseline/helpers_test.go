@@ -8,9 +8,9 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/bench/baseline"
-	"clonekv/internal/testkit"
-	"clonekv/kvmsg"
+	"github.com/clonekv/clonekv/bench/baseline"
+	"github.com/clonekv/clonekv/internal/testkit"
+	"github.com/clonekv/clonekv/kvmsg"
 )
 
 // start runs a baseline server at a free port until the test ends, and

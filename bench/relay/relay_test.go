@@ -10,8 +10,8 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/bench/relay"
-	"clonekv/kvmsg"
+	"github.com/clonekv/clonekv/bench/relay"
+	"github.com/clonekv/clonekv/kvmsg"
 )
 
 // TestRelayInOrder pushes N messages (and one malformed) and checks that a

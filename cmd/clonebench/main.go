@@ -21,7 +21,7 @@ import (
 	"syscall"
 	"time"
 
-	"clonekv/bench"
+	"github.com/clonekv/clonekv/bench"
 )
 
 func main() {

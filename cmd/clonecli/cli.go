@@ -11,10 +11,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"clonekv/client"
-	"clonekv/config"
-	"clonekv/internal/logging"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/client"
+	"github.com/clonekv/clonekv/config"
+	"github.com/clonekv/clonekv/internal/logging"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // Exit codes.

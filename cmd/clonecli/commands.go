@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"clonekv/client"
+	"github.com/clonekv/clonekv/client"
 )
 
 // cmdGet: get KEY. Joins with the subtree KEY (so the snapshot holds only

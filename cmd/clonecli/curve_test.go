@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/config"
-	"clonekv/server"
+	"github.com/clonekv/clonekv/config"
+	"github.com/clonekv/clonekv/server"
 )
 
 // startCurveServer runs a CURVE server with the key pair in secretFile that

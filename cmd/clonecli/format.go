@@ -10,7 +10,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"clonekv/client"
+	"github.com/clonekv/clonekv/client"
 )
 
 // text renders a key or value for a text line: as is when it is printable

@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"clonekv/config"
+	"github.com/clonekv/clonekv/config"
 )
 
 // cmdKeygen: keygen NAME [--dir DIR]. Writes a CURVE key pair in czmq's

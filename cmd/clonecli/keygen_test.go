@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/config"
+	"github.com/clonekv/clonekv/config"
 )
 
 func keygen(t *testing.T, args ...string) (string, error) {

@@ -21,10 +21,10 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/internal/testkit"
-	"clonekv/kvmsg"
-	"clonekv/server"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/internal/testkit"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/server"
+	"github.com/clonekv/clonekv/transport"
 )
 
 var cliBin string

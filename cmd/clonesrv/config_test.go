@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"clonekv/config"
-	"clonekv/server"
+	"github.com/clonekv/clonekv/config"
+	"github.com/clonekv/clonekv/server"
 )
 
 // TestStartupErrors: every configuration error stops clonesrv before it

@@ -19,10 +19,10 @@ import (
 	"syscall"
 	"time"
 
-	"clonekv/config"
-	"clonekv/kvmsg"
-	"clonekv/metrics"
-	"clonekv/server"
+	"github.com/clonekv/clonekv/config"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/metrics"
+	"github.com/clonekv/clonekv/server"
 )
 
 func main() {

@@ -18,10 +18,10 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/config"
-	"clonekv/internal/testkit"
-	"clonekv/kvmsg"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/config"
+	"github.com/clonekv/clonekv/internal/testkit"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // syncBuffer collects a child's stderr while the test reads it.

@@ -7,9 +7,9 @@ import (
 	"net"
 	"time"
 
-	"clonekv/config"
-	"clonekv/internal/logging"
-	"clonekv/server"
+	"github.com/clonekv/clonekv/config"
+	"github.com/clonekv/clonekv/internal/logging"
+	"github.com/clonekv/clonekv/server"
 )
 
 // settle checks every value that the flag types alone do not, and builds

@@ -14,9 +14,9 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/internal/testkit"
-	"clonekv/kvmsg"
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/internal/testkit"
+	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // built is the clonesrv binary the exec tests share, built once.

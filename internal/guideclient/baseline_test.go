@@ -11,10 +11,10 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/bench/baseline"
-	"clonekv/internal/guideclient"
-	"clonekv/internal/testkit"
-	"clonekv/kvmsg"
+	"github.com/clonekv/clonekv/bench/baseline"
+	"github.com/clonekv/clonekv/internal/guideclient"
+	"github.com/clonekv/clonekv/internal/testkit"
+	"github.com/clonekv/clonekv/kvmsg"
 )
 
 // TestAgainstBaseline runs two Guide clients against the seed-design server,

@@ -11,7 +11,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/kvmsg"
+	"github.com/clonekv/clonekv/kvmsg"
 )
 
 // Defaults, as in the Guide.

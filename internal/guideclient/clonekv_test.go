@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"clonekv/internal/testkit"
-	"clonekv/server"
+	"github.com/clonekv/clonekv/internal/testkit"
+	"github.com/clonekv/clonekv/server"
 )
 
 // TestAgainstClonekv is issue item 7: clients written as the seed's Model

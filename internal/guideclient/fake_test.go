@@ -12,8 +12,8 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/internal/guideclient"
-	"clonekv/kvmsg"
+	"github.com/clonekv/clonekv/internal/guideclient"
+	"github.com/clonekv/clonekv/kvmsg"
 )
 
 // fakeServer is a scripted server whose sockets the test goroutine owns: an

@@ -8,7 +8,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/kvmsg"
+	"github.com/clonekv/clonekv/kvmsg"
 )
 
 // Snapshot joins the server at endpoint:port just as Run does — ICANHAZ? +

@@ -6,7 +6,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"clonekv/transport"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // RecvWithin receives one message on s if one arrives within d, and

@@ -1,16 +1,18 @@
-package transport
+package adapter
 
 import (
 	"log/slog"
 
 	"github.com/asynkron/protoactor-go/actor"
 	zmq "github.com/pebbe/zmq4"
+
+	"github.com/clonekv/clonekv/transport"
 )
 
 // Outbound is a batch of messages for a Writer. Done, when not nil, is
 // called once every message has been handed to the socket.
 type Outbound struct {
-	Msgs *Flat
+	Msgs *transport.Flat
 	Done func()
 }
 
@@ -75,14 +77,14 @@ func (w *Writer) run() {
 	defer sock.Close()
 	for out := range w.ch {
 		for from := 0; from < out.Msgs.Len(); {
-			n, err := SendFlat(sock, out.Msgs, from, 0, nil, 0)
+			n, err := transport.SendFlat(sock, out.Msgs, from, 0, nil, 0)
 			from += n
 			if err != nil {
-				if IsTerm(err) {
+				if transport.IsTerm(err) {
 					w.drain(out)
 					return
 				}
-				if !IsInterrupted(err) {
+				if !transport.IsInterrupted(err) {
 					w.cfg.Logger.Error("publish failed", "err", err)
 					from++ // skip the message that failed
 				}

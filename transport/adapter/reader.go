@@ -1,4 +1,4 @@
-package transport
+package adapter
 
 import (
 	"log/slog"
@@ -6,12 +6,14 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	zmq "github.com/pebbe/zmq4"
+
+	"github.com/clonekv/clonekv/transport"
 )
 
 // Inbound is a batch of raw messages a Reader received. Done must be called
 // exactly once, when the batch has been dealt with, to return its credit.
 type Inbound struct {
-	Msgs   [][][]byte // each message's frames (at most MaxFrames kept)
+	Msgs   [][][]byte // each message's frames (at most transport.MaxFrames kept)
 	Counts []int      // each message's real frame count (may exceed len(Msgs[i]))
 	Done   func()
 }
@@ -71,7 +73,7 @@ func (r *Reader) run(root *actor.RootContext) {
 	defer sock.Close()
 	poller := zmq.NewPoller()
 	poller.Add(sock, zmq.POLLIN)
-	rx := NewReceiver(sock)
+	rx := transport.NewReceiver(sock)
 	for {
 		if !r.cfg.Credits.Acquire(r.own.stop) {
 			return
@@ -88,7 +90,7 @@ func (r *Reader) run(root *actor.RootContext) {
 // readBatch waits for at least one message (checking for stop every
 // PollInterval) and drains up to BatchMax. It returns false when the reader
 // must stop.
-func (r *Reader) readBatch(rx *Receiver, poller *zmq.Poller) (*Inbound, bool) {
+func (r *Reader) readBatch(rx *transport.Receiver, poller *zmq.Poller) (*Inbound, bool) {
 	for {
 		select {
 		case <-r.own.stop:
@@ -97,10 +99,10 @@ func (r *Reader) readBatch(rx *Receiver, poller *zmq.Poller) (*Inbound, bool) {
 		}
 		polled, err := poller.Poll(r.cfg.PollInterval)
 		if err != nil {
-			if IsTerm(err) {
+			if transport.IsTerm(err) {
 				return nil, false
 			}
-			if !IsInterrupted(err) {
+			if !transport.IsInterrupted(err) {
 				r.cfg.Logger.Error("collector poll failed", "err", err)
 				time.Sleep(10 * time.Millisecond)
 			}
@@ -117,15 +119,15 @@ func (r *Reader) readBatch(rx *Receiver, poller *zmq.Poller) (*Inbound, bool) {
 		for len(in.Msgs) < r.cfg.BatchMax {
 			frames, n, err := rx.Recv(zmq.DONTWAIT)
 			if err != nil {
-				if IsTerm(err) {
+				if transport.IsTerm(err) {
 					return nil, false
 				}
-				if !IsAgain(err) && !IsInterrupted(err) {
+				if !transport.IsAgain(err) && !transport.IsInterrupted(err) {
 					r.cfg.Logger.Error("collector receive failed", "err", err)
 				}
 				break
 			}
-			in.Msgs = append(in.Msgs, Clone(frames))
+			in.Msgs = append(in.Msgs, transport.Clone(frames))
 			in.Counts = append(in.Counts, n)
 		}
 		if len(in.Msgs) > 0 {

@@ -1,4 +1,4 @@
-package transport
+package adapter
 
 import (
 	"errors"
@@ -9,6 +9,8 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	zmq "github.com/pebbe/zmq4"
+
+	"github.com/clonekv/clonekv/transport"
 )
 
 // Request is one message received on the ROUTER: the peer's routing
@@ -25,7 +27,7 @@ type Request struct {
 // then.
 type Send struct {
 	Peer    []byte
-	Msgs    *Flat
+	Msgs    *transport.Flat
 	ReplyTo *actor.PID
 	Tag     any
 }
@@ -38,8 +40,8 @@ type Sent struct {
 
 // Errors reported in Sent.
 var (
-	ErrPeerGone = errors.New("transport: peer is not connected")
-	ErrStopped  = errors.New("transport: router stopped")
+	ErrPeerGone = errors.New("adapter: peer is not connected")
+	ErrStopped  = errors.New("adapter: router stopped")
 )
 
 // RouterConfig configures a Router.
@@ -90,10 +92,10 @@ func NewRouter(cfg RouterConfig) (*Router, error) {
 	r := &Router{cfg: cfg, ch: make(chan *Send, 1024), own: newOwner()}
 	r.wakeEP = fmt.Sprintf("inproc://clonekv-router-wake-%d", routerSeq.Add(1))
 	var err error
-	if r.wakeRx, err = Bind(cfg.Context, zmq.PULL, r.wakeEP, Options{}); err != nil {
+	if r.wakeRx, err = transport.Bind(cfg.Context, zmq.PULL, r.wakeEP, transport.Options{}); err != nil {
 		return nil, fmt.Errorf("router wake pipe: %w", err)
 	}
-	if r.wakeTx, err = Connect(cfg.Context, zmq.PUSH, r.wakeEP, Options{}); err != nil {
+	if r.wakeTx, err = transport.Connect(cfg.Context, zmq.PUSH, r.wakeEP, transport.Options{}); err != nil {
 		r.wakeRx.Close()
 		return nil, fmt.Errorf("router wake pipe: %w", err)
 	}
@@ -134,7 +136,7 @@ func (r *Router) Receive(c actor.Context) {
 // byte is in the pipe at a time.
 func (r *Router) wake() {
 	if r.pending.CompareAndSwap(false, true) {
-		if _, err := r.wakeTx.SendBytes([]byte{1}, zmq.DONTWAIT); err != nil && !IsAgain(err) {
+		if _, err := r.wakeTx.SendBytes([]byte{1}, zmq.DONTWAIT); err != nil && !transport.IsAgain(err) {
 			r.cfg.Logger.Error("router wake failed", "err", err)
 		}
 	}
@@ -159,7 +161,7 @@ func (r *Router) run(root *actor.RootContext) {
 
 	queues := make(map[string]*peerQueue)
 	var order []*peerQueue // round-robin order of non-empty queues
-	rx := NewReceiver(sock)
+	rx := transport.NewReceiver(sock)
 
 	defer func() {
 		for _, q := range order {
@@ -184,10 +186,10 @@ func (r *Router) run(root *actor.RootContext) {
 		}
 		polled, err := poller.Poll(timeout)
 		if err != nil {
-			if IsTerm(err) {
+			if transport.IsTerm(err) {
 				return
 			}
-			if !IsInterrupted(err) {
+			if !transport.IsInterrupted(err) {
 				r.cfg.Logger.Error("router poll failed", "err", err)
 				time.Sleep(10 * time.Millisecond)
 			}
@@ -230,12 +232,12 @@ func (r *Router) run(root *actor.RootContext) {
 				for i := 0; i < r.cfg.Quantum; i++ {
 					frames, n, err := rx.Recv(zmq.DONTWAIT)
 					if err != nil {
-						if IsTerm(err) {
+						if transport.IsTerm(err) {
 							return
 						}
 						break
 					}
-					frames = Clone(frames)
+					frames = transport.Clone(frames)
 					req := &Request{Peer: frames[0], Frames: frames[1:], Count: n - 1}
 					root.Send(r.cfg.Target, req)
 				}
@@ -247,10 +249,10 @@ func (r *Router) run(root *actor.RootContext) {
 			q.full = false
 			done, err := r.sendQuantum(root, sock, q)
 			if err != nil {
-				if IsTerm(err) {
+				if transport.IsTerm(err) {
 					return
 				}
-				if !IsHostUnreachable(err) {
+				if !transport.IsHostUnreachable(err) {
 					r.cfg.Logger.Warn("snapshot send failed; abandoning the peer's stream", "peer", fmt.Sprintf("%x", q.peer), "err", err)
 				}
 				r.fail(root, q, ErrPeerGone)
@@ -275,7 +277,7 @@ func (r *Router) run(root *actor.RootContext) {
 func (r *Router) sendQuantum(root *actor.RootContext, sock *zmq.Socket, q *peerQueue) (done bool, err error) {
 	for budget := r.cfg.Quantum; budget > 0 && len(q.batches) > 0; {
 		b := q.batches[0]
-		n, err := SendFlat(sock, b.Msgs, q.next, budget, q.peer, zmq.DONTWAIT)
+		n, err := transport.SendFlat(sock, b.Msgs, q.next, budget, q.peer, zmq.DONTWAIT)
 		q.next += n
 		budget -= n
 		if q.next >= b.Msgs.Len() {
@@ -287,7 +289,7 @@ func (r *Router) sendQuantum(root *actor.RootContext, sock *zmq.Socket, q *peerQ
 			q.next = 0
 		}
 		if err != nil {
-			if IsAgain(err) || IsInterrupted(err) {
+			if transport.IsAgain(err) || transport.IsInterrupted(err) {
 				// Full (or a signal interrupted the call): this peer waits
 				// for the retry, the others go on.
 				q.full = true

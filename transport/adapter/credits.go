@@ -1,4 +1,4 @@
-package transport
+package adapter
 
 // Credits bound how many batches are in flight between a reader and the end
 // of the pipeline it feeds. The reader takes a credit before it reads a
