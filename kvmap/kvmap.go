@@ -7,9 +7,9 @@
 // writing. Reading a subtree is a range scan over the keys with that prefix,
 // not a scan of the whole map.
 //
-// Memory: an entry is stored by value in the B-tree's node arrays (32 bytes)
+// Memory: an entry is stored by value in the B-tree's node arrays (40 bytes)
 // and its key, UUID, properties and body share one allocation, so a 12-byte
-// key with a 16-byte body and a 16-byte UUID costs about 116 bytes of live
+// key with a 16-byte body and a 16-byte UUID costs about 124 bytes of live
 // heap (48 for the buffer, the rest the entry in half- to fully-filled
 // B-tree leaves).
 package kvmap
@@ -26,13 +26,14 @@ import (
 // Entry is one stored message. Its byte slices alias one immutable buffer:
 // never modify them.
 //
-// An entry is 32 bytes, stored by value in the B-tree's node arrays: a
+// An entry is 40 bytes, stored by value in the B-tree's node arrays: a
 // pointer to the start of its buffer (key | uuid | props | body) instead of
 // a 24-byte slice header, and 32-bit sizes. Keys are capped at 65535 bytes
 // (the server's limit is far lower) and bodies plus properties at 4 GiB.
 type Entry struct {
 	data     *byte // first byte of key | uuid | props | body; nil when all are empty
 	seq      int64
+	expires  int64 // absolute expiry, unix nanoseconds; 0 = none
 	size     uint32 // total bytes at data
 	propsLen uint32
 	keyLen   uint16
@@ -73,6 +74,12 @@ func (e Entry) Key() []byte { return e.bytes()[:e.keyLen:e.keyLen] }
 
 // Seq returns the sequence number of the update that stored the entry.
 func (e Entry) Seq() int64 { return e.seq }
+
+// Expires returns the entry's absolute expiry in unix nanoseconds, or 0 when
+// it does not expire. The server decides it once, when the update is
+// proposed, so that every node and every restart expires the key at the
+// same moment.
+func (e Entry) Expires() int64 { return e.expires }
 
 // UUID returns the entry's UUID frame (empty or 16 bytes).
 func (e Entry) UUID() []byte {
@@ -122,12 +129,18 @@ func New() *Map {
 
 // Apply stores m under its key, or deletes the key when m's body is empty
 // (the Clone protocol's delete). It copies m's bytes; m may be reused.
-func (m *Map) Apply(msg kvmsg.Msg) {
+func (m *Map) Apply(msg kvmsg.Msg) { m.ApplyExpiring(msg, 0) }
+
+// ApplyExpiring is Apply for an update that expires at the absolute time
+// expires (unix nanoseconds; 0 = never), kept with the entry.
+func (m *Map) ApplyExpiring(msg kvmsg.Msg, expires int64) {
 	if msg.IsDelete() {
 		m.tree.Delete(probe(msg.Key))
 		return
 	}
-	m.tree.Set(NewEntry(msg))
+	e := NewEntry(msg)
+	e.expires = expires
+	m.tree.Set(e)
 }
 
 // Delete removes key and reports whether it was there.

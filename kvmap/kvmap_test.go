@@ -148,3 +148,19 @@ func TestMemoryPerKey(t *testing.T) {
 	}
 	runtime.KeepAlive(m)
 }
+
+func TestApplyExpiringKeepsDeadline(t *testing.T) {
+	m := New()
+	m.ApplyExpiring(kvmsg.Msg{Key: []byte("/a"), Seq: 1, Body: []byte("x")}, 1234)
+	m.Apply(kvmsg.Msg{Key: []byte("/b"), Seq: 2, Body: []byte("y")})
+	if e, _ := m.Get([]byte("/a")); e.Expires() != 1234 {
+		t.Fatalf("expires = %d, want 1234", e.Expires())
+	}
+	if e, _ := m.Get([]byte("/b")); e.Expires() != 0 {
+		t.Fatalf("expires = %d, want 0", e.Expires())
+	}
+	m.Apply(kvmsg.Msg{Key: []byte("/a"), Seq: 3, Body: []byte("z")})
+	if e, _ := m.Get([]byte("/a")); e.Expires() != 0 {
+		t.Fatalf("overwrite without ttl kept expires %d", e.Expires())
+	}
+}
