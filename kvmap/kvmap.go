@@ -33,7 +33,7 @@ import (
 type Entry struct {
 	data     *byte // first byte of key | uuid | props | body; nil when all are empty
 	seq      int64
-	expires  int64 // absolute expiry, unix nanoseconds; 0 = none
+	expires  int64  // absolute expiry, unix nanoseconds; 0 = none
 	size     uint32 // total bytes at data
 	propsLen uint32
 	keyLen   uint16
