@@ -4,7 +4,7 @@
 //
 //	adapter.Reader ─► Collector ─► Store ─► Committed ─► Publisher ─► adapter.Writer (PUB)
 //	                                  ▲   │                 Reaper (expiry index) ─► Expire ─► Store
-//	                                  │   └───────────────► any handler registered at wiring
+//	                                  │   └───────────────► HandlerRunner ─► queue ─► Handler.OnCommit
 //	adapter.Router ─► Snapshot ─────┘ ViewRequest/View ─► adapter.Send chunks back to the Router
 //	Heartbeat ─► Publisher (HUGZ)
 //
@@ -18,8 +18,9 @@ import (
 )
 
 // Update is one committed change, as the store applied it. Msg.Seq is the
-// sequence the store gave it. Handlers must treat it as immutable: the
-// same value goes to every handler.
+// sequence the store gave it. Inside the server it is immutable: the same
+// value goes to the publisher, the reaper and every handler runner (which
+// gives its Handler a copy, see Batch).
 type Update struct {
 	Msg kvmsg.Msg
 	// TTL is the ttl the client asked for (0: none). ExpiresAt is the
@@ -31,11 +32,10 @@ type Update struct {
 	Expired bool
 }
 
-// Committed is what the store sends every registered handler after each
-// batch it applies, in sequence order. Done belongs to the publisher: it
-// calls it once the batch is on the wire, which returns the collector's
-// credit (nil for batches that did not come from the collector).
+// Committed is what the store sends its followers (the reaper, each
+// HandlerRunner) after each batch it applies, in sequence order. It carries
+// nothing but the updates: the collector's credit travels to the publisher
+// alone (see publish).
 type Committed struct {
 	Updates []Update
-	Done    func()
 }

@@ -14,6 +14,18 @@ import (
 // Heartbeat asks the publisher to send HUGZ.
 type Heartbeat struct{}
 
+// publish is a committed batch for the publisher, with release: the
+// collector's credit for the batch (nil for batches that have none, such as
+// expiries). The publisher hands release to the PUB writer, which calls it
+// once the batch is on the socket; that is what paces the collector. Only
+// the store sends it, so the credit is reachable from the store→publisher
+// path alone. To return credits at another point (a durable commit, say),
+// release them there and send a nil release.
+type publish struct {
+	*Committed
+	release func()
+}
+
 // PublisherConfig configures the publisher.
 type PublisherConfig struct {
 	Writer *actor.PID // the PUB socket's adapter.Writer
@@ -31,11 +43,11 @@ type Publisher struct {
 // NewPublisher returns the publisher actor.
 func NewPublisher(cfg PublisherConfig) *Publisher { return &Publisher{cfg: cfg} }
 
-// Receive handles *Committed and *Heartbeat.
+// Receive handles the store's batches and *Heartbeat.
 func (p *Publisher) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
-	case *Committed:
-		ctx.Send(p.cfg.Writer, &adapter.Outbound{Msgs: EncodeUpdates(m.Updates), Done: m.Done})
+	case *publish:
+		ctx.Send(p.cfg.Writer, &adapter.Outbound{Msgs: EncodeUpdates(m.Updates), Done: m.release})
 		p.cfg.Stats.UpdatesPublished.Add(int64(len(m.Updates)))
 	case *Heartbeat:
 		hugz := &transport.Flat{}

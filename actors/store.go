@@ -39,8 +39,11 @@ type ExpireItem struct {
 
 // StoreConfig configures the store.
 type StoreConfig struct {
-	// Handlers receive every *Committed batch, in order. The first is the
-	// publisher (it owns Committed.Done).
+	// Publisher receives every committed batch first, with the batch's
+	// credit (see publish).
+	Publisher *actor.PID
+	// Handlers receive every *Committed batch, in order, after the
+	// publisher: the reaper and the handler runners.
 	Handlers []*actor.PID
 	Stats    *stats.Server
 	// Now is the clock (tests may replace it); default time.Now.
@@ -116,10 +119,17 @@ func (s *Store) applyExpiries(items []ExpireItem) []Update {
 	return ups
 }
 
-func (s *Store) commit(ctx actor.Context, ups []Update, done func()) {
+// commit fans a batch out: to the publisher with release (the collector's
+// credit for the batch, nil if it has none), then to the handlers.
+func (s *Store) commit(ctx actor.Context, ups []Update, release func()) {
 	s.cfg.Stats.Sequence.Store(s.seq)
 	s.cfg.Stats.Keys.Store(int64(s.m.Len()))
-	c := &Committed{Updates: ups, Done: done}
+	c := &Committed{Updates: ups}
+	if s.cfg.Publisher != nil {
+		ctx.Send(s.cfg.Publisher, &publish{Committed: c, release: release})
+	} else if release != nil {
+		release()
+	}
 	for _, h := range s.cfg.Handlers {
 		ctx.Send(h, c)
 	}

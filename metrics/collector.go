@@ -11,6 +11,7 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/clonekv/clonekv/actors"
 	"github.com/clonekv/clonekv/server"
 	"github.com/clonekv/clonekv/stats"
 )
@@ -21,6 +22,7 @@ const namespace = "clonekv"
 type Source interface {
 	Stats() *stats.Server
 	Peers() []server.SocketPeers
+	Handlers() []actors.HandlerStatus
 }
 
 // statsCollector turns a server's atomics into Prometheus samples when
@@ -33,6 +35,7 @@ type statsCollector struct {
 	sequence, keys, backlog, inFlight                          *prometheus.Desc
 	snapshots, snapshotKeys, snapshotSeconds, snapshotsAborted *prometheus.Desc
 	connections, connAccepted, handshakes, handshakesFailed    *prometheus.Desc
+	hQueued, hLag, hHandled, hDropped, hPanics, hBusy          *prometheus.Desc
 }
 
 func newStatsCollector(src Source) *statsCollector {
@@ -58,6 +61,12 @@ func newStatsCollector(src Source) *statsCollector {
 		connAccepted:     d("connections_accepted_total", "TCP connections accepted, per server socket.", "socket"),
 		handshakes:       d("handshakes_total", "ZMTP handshakes completed, per server socket (with CURVE: clients admitted).", "socket"),
 		handshakesFailed: d("handshakes_failed_total", "Handshakes failed, per server socket (with CURVE: refused clients).", "socket"),
+		hQueued:          d("handler_queued_batches", "Committed batches waiting for each handler (its queue holds server.Handler.Queue).", "handler"),
+		hLag:             d("handler_lag_sequences", "How far each handler is behind: last sequence committed to it minus the last it finished.", "handler"),
+		hHandled:         d("handler_handled_updates_total", "Updates each handler's OnCommit finished with (returned or panicked).", "handler"),
+		hDropped:         d("handler_dropped_updates_total", "Updates dropped for each handler because its queue was full (or abandoned at shutdown).", "handler"),
+		hPanics:          d("handler_panics_total", "OnCommit calls that panicked, per handler (recovered and logged).", "handler"),
+		hBusy:            d("handler_busy_seconds", "How long each handler's OnCommit call in progress has run (0: idle).", "handler"),
 	}
 }
 
@@ -66,6 +75,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.accepted, c.published, c.rejected, c.expirations, c.hugz, c.sequence, c.keys, c.backlog, c.inFlight,
 		c.snapshots, c.snapshotKeys, c.snapshotSeconds, c.snapshotsAborted,
 		c.connections, c.connAccepted, c.handshakes, c.handshakesFailed,
+		c.hQueued, c.hLag, c.hHandled, c.hDropped, c.hPanics, c.hBusy,
 	} {
 		ch <- d
 	}
@@ -100,5 +110,13 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.connAccepted, p.Accepted, p.Socket)
 		counter(c.handshakes, p.Handshakes, p.Socket)
 		counter(c.handshakesFailed, p.Failed, p.Socket)
+	}
+	for _, h := range c.src.Handlers() {
+		gauge(c.hQueued, int64(h.Queued), h.Name)
+		gauge(c.hLag, h.Lag, h.Name)
+		counter(c.hHandled, h.Handled, h.Name)
+		counter(c.hDropped, h.Dropped, h.Name)
+		counter(c.hPanics, h.Panics, h.Name)
+		ch <- prometheus.MustNewConstMetric(c.hBusy, prometheus.GaugeValue, h.Busy.Seconds(), h.Name)
 	}
 }

@@ -1,14 +1,13 @@
 package metrics
 
 import (
-	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/clonekv/clonekv/actors"
 	"github.com/clonekv/clonekv/server"
 )
 
-// committedMetrics are kept by the Committed handler: what the store
+// committedMetrics are kept by the metrics handler: what the store
 // committed, as a handler registered through server.Config.Handlers sees
 // it. They prove the extension point carries a real handler, and
 // clonekv_committed_last_sequence against clonekv_sequence shows how far
@@ -49,18 +48,15 @@ func (m *committedMetrics) register(reg prometheus.Registerer) {
 	}
 }
 
-// committedHandler is the actor. It only reads the batch (shared with the
-// other handlers) and never blocks.
+// committedHandler is the metrics handler. OnCommit only counts (no I/O,
+// no locks beyond the Prometheus atomics), so it keeps up with any rate
+// the store commits at.
 type committedHandler struct{ m *committedMetrics }
 
-func (h *committedHandler) Receive(ctx actor.Context) {
-	c, ok := ctx.Message().(*actors.Committed)
-	if !ok || len(c.Updates) == 0 {
-		return
-	}
+func (h *committedHandler) OnCommit(b actors.Batch) {
 	var sets, deletes, expires, size int
-	for i := range c.Updates {
-		u := &c.Updates[i]
+	for i := range b.Updates {
+		u := &b.Updates[i]
 		size += len(u.Msg.Key) + len(u.Msg.Body)
 		switch {
 		case u.Expired:
@@ -76,15 +72,13 @@ func (h *committedHandler) Receive(ctx actor.Context) {
 	h.m.updates.WithLabelValues("expire").Add(float64(expires))
 	h.m.bytes.Add(float64(size))
 	h.m.batches.Inc()
-	h.m.lastSeq.Set(float64(c.Updates[len(c.Updates)-1].Msg.Seq))
+	h.m.lastSeq.Set(float64(b.Updates[len(b.Updates)-1].Msg.Seq))
 }
 
-// HandlerName is the actor name of the metrics handler in the server.
+// HandlerName is the name of the metrics handler in the server.
 const HandlerName = "metrics"
 
 // Handler returns the handler to add to server.Config.Handlers.
 func (m *Metrics) Handler() server.Handler {
-	return server.Handler{Name: HandlerName, Props: actor.PropsFromProducer(func() actor.Actor {
-		return &committedHandler{m: m.committed}
-	})}
+	return server.Handler{Name: HandlerName, Handler: &committedHandler{m: m.committed}}
 }

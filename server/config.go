@@ -5,8 +5,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
-
+	"github.com/clonekv/clonekv/actors"
 	"github.com/clonekv/clonekv/kvmsg"
 )
 
@@ -21,6 +20,12 @@ const DefaultPort = 5556
 // GC cycle twice as often (each costs little next to libzmq's per-message
 // work). Programs embedding the server choose their own.
 const DefaultGCPercent = 50
+
+// DefaultShutdownTimeout bounds Run's graceful shutdown when
+// Config.ShutdownTimeout is not set: draining the pipeline takes
+// milliseconds, the publisher's linger (default 1 s) and slow handlers the
+// rest.
+const DefaultShutdownTimeout = 10 * time.Second
 
 // Collector socket types.
 const (
@@ -58,6 +63,9 @@ type Config struct {
 	// PubLinger is how long shutdown keeps flushing published updates to
 	// subscribers; default 1s.
 	PubLinger time.Duration
+	// ShutdownTimeout bounds the graceful shutdown Run does when its
+	// context ends (see Server.Shutdown); default DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
 
 	// BatchMax is how many updates the collector reads per batch (default
 	// 64) and Credits how many batches may be in the pipeline at once
@@ -70,18 +78,27 @@ type Config struct {
 	// clients expect). See curve.go.
 	Curve *CurveConfig
 
-	// Handlers are extra actors that receive every *actors.Committed batch,
-	// after the built-in ones. See README "Adding a handler".
+	// Handlers are extensions told every committed batch, after the
+	// built-in followers. See Handler and README "Adding a handler".
 	Handlers []Handler
 
 	// Logger receives the server's logs; default slog.Default().
 	Logger *slog.Logger
 }
 
-// Handler is an extension actor fed with committed updates.
+// Handler registers an extension with the server. Handler.OnCommit is
+// called with every committed batch, in order, on a goroutine of its own;
+// the server puts up to Queue batches in front of it and, when they are
+// all waiting, drops further batches for this handler alone (counted, logged,
+// and told to the handler in Batch.Dropped), so a slow or stuck handler
+// never holds up the store or the subscribers. See actors.Handler.
 type Handler struct {
-	Name  string // actor name, unique within the server
-	Props *actor.Props
+	// Name names the handler in logs and metrics; unique within a server.
+	Name    string
+	Handler actors.Handler
+	// Queue is how many batches may wait for the handler (default
+	// actors.DefaultHandlerQueue).
+	Queue int
 }
 
 func (c *Config) withDefaults() (Config, error) {
@@ -126,6 +143,9 @@ func (c *Config) withDefaults() (Config, error) {
 	if out.PubLinger <= 0 {
 		out.PubLinger = time.Second
 	}
+	if out.ShutdownTimeout <= 0 {
+		out.ShutdownTimeout = DefaultShutdownTimeout
+	}
 	if out.BatchMax <= 0 {
 		out.BatchMax = 64
 	}
@@ -140,18 +160,13 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	seen := map[string]bool{}
 	for _, h := range out.Handlers {
-		if h.Name == "" || h.Props == nil {
-			return out, fmt.Errorf("handler %q: needs a name and props", h.Name)
+		if h.Name == "" || h.Handler == nil {
+			return out, fmt.Errorf("handler %q: needs a name and a Handler", h.Name)
 		}
-		if seen[h.Name] || reservedNames[h.Name] {
-			return out, fmt.Errorf("handler name %q is already taken", h.Name)
+		if seen[h.Name] {
+			return out, fmt.Errorf("handler name %q is taken twice", h.Name)
 		}
 		seen[h.Name] = true
 	}
 	return out, nil
-}
-
-var reservedNames = map[string]bool{
-	"store": true, "collector": true, "snapshot": true, "publisher": true, "reaper": true,
-	"heartbeat": true, "pub-writer": true, "collector-reader": true, "router": true,
 }

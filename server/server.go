@@ -2,12 +2,15 @@
 // server (the ZeroMQ Guide's Model Five, over protoactor and libzmq):
 //
 //	srv, err := server.New(server.Config{Port: 5556})
-//	if err != nil { ... }          // a port in use, a bad option
-//	err = srv.Run(ctx)             // serves until ctx is done, then stops gracefully
+//	if err != nil { ... }          // a port in use, a bad option, a handler that failed to open
+//	err = srv.Run(ctx)             // serves until ctx is done, then shuts down gracefully
 //
-// New binds the three sockets, so configuration and bind errors surface
-// before anything runs. Run spawns the actors and, when ctx ends, stops
-// taking input, publishes every update it accepted, and closes everything.
+// New binds the three sockets and opens the handlers, so configuration and
+// bind errors surface before anything runs. Run spawns the actors and serves.
+// Shutdown(ctx) stops the server gracefully within ctx (stop taking input,
+// publish and hand to the handlers every update already accepted, close
+// everything), as net/http's Server.Shutdown does; Close stops it now. Run's
+// ctx ending is a Shutdown bounded by Config.ShutdownTimeout.
 package server
 
 import (
@@ -27,7 +30,13 @@ import (
 	"github.com/clonekv/clonekv/transport/adapter"
 )
 
-// Server is one clone server. Create it with New, run it with Run.
+// ErrServerClosed is what Run returns when Shutdown or Close stopped the
+// server (not Run's own context), and what Run returns on a server already
+// stopped.
+var ErrServerClosed = errors.New("clonekv server: closed")
+
+// Server is one clone server. Create it with New, run it with Run, stop it
+// with Shutdown or Close (or by ending Run's context).
 type Server struct {
 	cfg   Config
 	log   *slog.Logger
@@ -39,19 +48,37 @@ type Server struct {
 	pub       *zmq.Socket
 	collector *zmq.Socket
 	guards    *guards // ZAP handler (CURVE) and socket monitor: curve.go, monitor.go
+	handlers  []*actors.HandlerRunner
 
-	runOnce sync.Once
-	ready   chan struct{}
+	// mu guards the lifecycle: which of new → running → stopping the server
+	// is in, and what Run started (written under mu before running).
+	mu      sync.Mutex
+	ran     bool
+	running bool
+	sys     *actor.ActorSystem
+	pids    *pids
+
+	ready     chan struct{} // closed once Run serves
+	stopping  chan struct{} // closed when a stop begins
+	stopOnce  sync.Once
+	hurry     chan struct{} // closed to make the stop give up draining
+	hurryOnce sync.Once
+	stopped   chan struct{} // closed when everything is released
+	stopErr   error         // written before stopped closes
 }
 
-// New validates cfg, creates the ZeroMQ context and binds the snapshot,
-// publisher and collector sockets.
+// New validates cfg, creates the ZeroMQ context, binds the snapshot,
+// publisher and collector sockets and opens the handlers (actors.Opener).
+// On any error it releases everything it had started.
 func New(cfg Config) (*Server, error) {
 	c, err := cfg.withDefaults()
 	if err != nil {
 		return nil, fmt.Errorf("clonekv server config: %w", err)
 	}
-	s := &Server{cfg: c, log: c.Logger, stats: &stats.Server{}, ready: make(chan struct{})}
+	s := &Server{
+		cfg: c, log: c.Logger, stats: &stats.Server{},
+		ready: make(chan struct{}), stopping: make(chan struct{}), hurry: make(chan struct{}), stopped: make(chan struct{}),
+	}
 	if s.zctx, err = zmq.NewContext(); err != nil {
 		return nil, fmt.Errorf("zmq context: %w", err)
 	}
@@ -69,25 +96,26 @@ func New(cfg Config) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	if err := s.openHandlers(); err != nil {
+		s.Close() // closes the handlers opened so far too
+		return nil, err
+	}
 	return s, nil
 }
 
-// Close releases the sockets of a server that will not be Run. After Run
-// has been called it does nothing (Run cleans up when its context ends).
-func (s *Server) Close() error {
-	closed := false
-	s.runOnce.Do(func() {
-		closed = true
-		s.router.Close()
-		s.pub.Close()
-		s.collector.Close()
-		s.guards.close()
-	})
-	if !closed {
-		return nil
-	}
-	if err := s.zctx.Term(); err != nil {
-		return fmt.Errorf("zmq context term: %w", err)
+// openHandlers opens each handler, in order, and makes its runner. The
+// runners made so far are in s.handlers when one fails, so that Close
+// closes those handlers.
+func (s *Server) openHandlers() error {
+	for _, h := range s.cfg.Handlers {
+		if o, ok := h.Handler.(actors.Opener); ok {
+			if err := o.Open(); err != nil {
+				return fmt.Errorf("open handler %q: %w", h.Name, err)
+			}
+		}
+		s.handlers = append(s.handlers, actors.NewHandlerRunner(actors.HandlerConfig{
+			Name: h.Name, Handler: h.Handler, Queue: h.Queue, Logger: s.log,
+		}))
 	}
 	return nil
 }
@@ -101,6 +129,16 @@ func (s *Server) Stats() *stats.Server { return s.stats }
 // Peers returns the connections of each server socket, as the socket
 // monitor saw them.
 func (s *Server) Peers() []SocketPeers { return s.guards.Peers() }
+
+// Handlers returns the status of each registered handler (queue, lag,
+// drops, panics), in registration order.
+func (s *Server) Handlers() []actors.HandlerStatus {
+	out := make([]actors.HandlerStatus, len(s.handlers))
+	for i, h := range s.handlers {
+		out[i] = h.Status()
+	}
+	return out
+}
 
 // Ready is closed once Run has spawned every actor and the server serves.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
@@ -139,39 +177,44 @@ func (s *Server) bind() error {
 	return nil
 }
 
-// pids are the spawned actors, in the order they are stopped.
+// pids are the spawned actors. Once a socket's adapter is spawned, the
+// adapter owns the socket (and closes it when it stops).
 type pids struct {
-	reader, router, heartbeat, reaper, collector, snapshot, store, publisher *actor.PID
-	handlers                                                                 []*actor.PID
-	writer                                                                   *actor.PID
+	watch                                                         *actor.PID // the stopWatch (stop.go)
+	reader, router, heartbeat, reaper, collector, snapshot, store *actor.PID
+	publisher, writer                                             *actor.PID
+	handlers                                                      []*actor.PID
+	ownsRouter, ownsPub, ownsCollector, ownsHandlers              bool
 }
 
-// Run serves until ctx is done, then shuts down gracefully: it stops
-// reading client updates and snapshot requests, lets the store apply and the
-// publisher publish every update already accepted, closes the publisher with
-// its linger so they reach subscribers, and returns. Run may be called once.
+// Run serves until ctx is done, then shuts down gracefully (Shutdown with
+// a context bounded by Config.ShutdownTimeout) and returns Shutdown's
+// error: nil when everything accepted was published and handed to the
+// handlers in time. If Shutdown or Close stop the server instead, Run
+// returns ErrServerClosed once the server is released. Run may be called
+// once; on a server already stopped it returns ErrServerClosed.
 func (s *Server) Run(ctx context.Context) error {
-	err := errors.New("clonekv server: Run called twice")
-	s.runOnce.Do(func() { err = s.run(ctx) })
-	return err
-}
-
-func (s *Server) run(ctx context.Context) error {
-	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
-		return slog.New(minLevel{slog.LevelWarn, s.log.Handler()}).With("lib", "protoactor")
-	}))
-	sub := sys.EventStream.Subscribe(func(evt any) {
-		if e, ok := evt.(*actor.SupervisorEvent); ok {
-			s.log.Error("actor failed and was resumed", "actor", e.Child.Id, "reason", fmt.Sprint(e.Reason))
-		}
-	})
-	defer sys.EventStream.Unsubscribe(sub)
-
-	s.guards.start()
-	p, err := s.spawn(sys)
+	s.mu.Lock()
+	switch {
+	case s.ran:
+		s.mu.Unlock()
+		return errors.New("clonekv server: Run called twice")
+	case s.isStopping():
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.ran = true
+	err := s.start()
 	if err != nil {
+		s.mu.Unlock()
+		s.hurryUp()
+		s.beginStop()
+		<-s.stopped
 		return err
 	}
+	s.running = true
+	s.mu.Unlock()
+
 	s.log.Info("clonekv server listening",
 		"snapshot", s.endpoint(s.port), "publisher", s.endpoint(s.port+1),
 		"collector", s.endpoint(s.port+2), "collector_type", s.cfg.Collector)
@@ -181,22 +224,109 @@ func (s *Server) run(ctx context.Context) error {
 	}
 	close(s.ready)
 
-	<-ctx.Done()
-	start := time.Now()
-	s.shutdown(sys, p)
-	s.log.Info("clonekv server stopped", "sequence", s.stats.Sequence.Load(),
-		"published", s.stats.UpdatesPublished.Load(), "shutdown", time.Since(start).Round(time.Millisecond))
-	return nil
+	select {
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+		defer cancel()
+		err := s.Shutdown(sctx)
+		<-s.stopped // after the deadline the rest is quick: actors stopped, nothing waited for
+		return err
+	case <-s.stopping:
+		<-s.stopped
+		return ErrServerClosed
+	}
 }
 
-func (s *Server) spawn(sys *actor.ActorSystem) (*pids, error) {
+func (s *Server) isStopping() bool {
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// Shutdown stops the server gracefully: it stops reading client updates and
+// snapshot requests, lets the store apply, the publisher publish and the
+// handlers handle every update already accepted, flushes the publisher
+// socket (its linger, Config.PubLinger), stops every actor and closes every
+// socket. It returns nil once all that is done, or ctx's error as soon as
+// ctx ends: from then on the server stops at once, dropping what is still
+// queued (a handler stuck in OnCommit is left to return on its own; it gets
+// nothing more). Shutdown may be called at any time, more than once, also
+// before Run and concurrently with Close.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.beginStop()
+	select {
+	case <-s.stopped:
+		return s.stopErr
+	case <-ctx.Done():
+		s.hurryUp()
+		return fmt.Errorf("clonekv server shutdown: %w", ctx.Err())
+	}
+}
+
+// Close stops the server now, at any time (before, during or after Run):
+// actors stop after the message they are handling, queued updates and
+// handler batches are dropped, sockets close. It returns once everything is
+// released; the publisher's linger (Config.PubLinger) bounds how long
+// ZeroMQ still tries to flush to subscribers.
+func (s *Server) Close() error {
+	s.beginStop()
+	s.hurryUp()
+	<-s.stopped
+	return s.stopErr
+}
+
+// beginStop starts the stop, once, on a goroutine the server owns (Shutdown
+// and Close wait for it through s.stopped).
+func (s *Server) beginStop() {
+	s.stopOnce.Do(func() {
+		s.mu.Lock() // waits for a Run that is starting
+		close(s.stopping)
+		s.mu.Unlock()
+		go s.stop()
+	})
+}
+
+func (s *Server) hurryUp() { s.hurryOnce.Do(func() { close(s.hurry) }) }
+
+func (s *Server) hurried() bool {
+	select {
+	case <-s.hurry:
+		return true
+	default:
+		return false
+	}
+}
+
+// start creates the actor system and spawns the actors (under s.mu). On an
+// error, what it started is in s.sys and s.pids for stop to release.
+func (s *Server) start() error {
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return slog.New(minLevel{slog.LevelWarn, s.log.Handler()}).With("lib", "protoactor")
+	}))
+	sys.EventStream.Subscribe(func(evt any) {
+		if e, ok := evt.(*actor.SupervisorEvent); ok {
+			s.log.Error("actor failed and was resumed", "actor", e.Child.Id, "reason", fmt.Sprint(e.Reason))
+		}
+	})
+	s.sys, s.pids = sys, &pids{}
+	s.guards.start()
+	return s.spawn(sys, s.pids)
+}
+
+func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	root := sys.Root
-	var p pids
 	var firstErr error
 	spawn := func(name string, props *actor.Props) *actor.PID {
+		if firstErr != nil {
+			return nil
+		}
 		pid, err := root.SpawnNamed(props, name)
-		if err != nil && firstErr == nil {
+		if err != nil {
 			firstErr = fmt.Errorf("spawn %s: %w", name, err)
+			return nil
 		}
 		return pid
 	}
@@ -205,85 +335,174 @@ func (s *Server) spawn(sys *actor.ActorSystem) (*pids, error) {
 	storeName := "store"
 	storePID := sys.NewLocalPID(storeName)
 
+	p.watch = spawn("stop-watch", actor.PropsFromProducer(newStopWatch))
 	p.writer = spawn("pub-writer", adapter.NewWriter(adapter.WriterConfig{Socket: s.pub, Logger: s.log}).Props())
+	p.ownsPub = p.writer != nil
 	p.publisher = spawn("publisher", actor.PropsFromProducer(func() actor.Actor {
 		return actors.NewPublisher(actors.PublisherConfig{Writer: p.writer, Stats: s.stats})
 	}, resume))
 	reaper := &actors.Reaper{Store: storePID, Interval: s.cfg.ReapInterval}
 	p.reaper = spawn("reaper", actor.PropsFromProducer(func() actor.Actor { return reaper }, resume))
-	for _, h := range s.cfg.Handlers {
-		p.handlers = append(p.handlers, spawn(h.Name, h.Props))
+	for _, h := range s.handlers {
+		p.handlers = append(p.handlers, spawn("handler-"+h.Name(), h.Props()))
 	}
-	// The handler list: the publisher first (it returns the credits), then
-	// the reaper, then extensions. Adding a built-in handler is one line here.
-	handlers := append([]*actor.PID{p.publisher, p.reaper}, p.handlers...)
-	store := actors.NewStore(actors.StoreConfig{Handlers: handlers, Stats: s.stats})
+	p.ownsHandlers = firstErr == nil
+	// The store's followers: the reaper, then the extensions. Adding a
+	// built-in follower is one line here.
+	followers := append([]*actor.PID{p.reaper}, p.handlers...)
+	store := actors.NewStore(actors.StoreConfig{Publisher: p.publisher, Handlers: followers, Stats: s.stats})
 	p.store = spawn(storeName, actor.PropsFromProducer(func() actor.Actor { return store }, resume))
 	if firstErr == nil && !p.store.Equal(storePID) {
 		firstErr = fmt.Errorf("store spawned as %v, want %v", p.store, storePID)
 	}
 	p.collector = spawn("collector", actor.PropsFromProducer(func() actor.Actor {
-		return actors.NewCollector(actors.CollectorConfig{Store: p.store, Limits: s.cfg.Limits, Stats: s.stats, Log: rejects})
+		return actors.NewCollector(actors.CollectorConfig{Store: storePID, Limits: s.cfg.Limits, Stats: s.stats, Log: rejects})
 	}, resume))
 	snapshot := actors.NewSnapshot(actors.SnapshotConfig{
-		Store: p.store, Stats: s.stats, Log: rejects, Logger: s.log, MaxSubtree: s.cfg.Limits.MaxKey,
+		Store: storePID, Stats: s.stats, Log: rejects, Logger: s.log, MaxSubtree: s.cfg.Limits.MaxKey,
 		Router: sys.NewLocalPID("router"),
 	})
 	p.snapshot = spawn("snapshot", actor.PropsFromProducer(func() actor.Actor { return snapshot }, resume))
-	router, err := adapter.NewRouter(adapter.RouterConfig{Socket: s.router, Context: s.zctx, Target: p.snapshot, Logger: s.log})
-	if err != nil {
-		return nil, err
+	if firstErr == nil {
+		// Its wake-up pipe is only closed by the actor's Stopping: make it
+		// only when it will be spawned.
+		router, err := adapter.NewRouter(adapter.RouterConfig{Socket: s.router, Context: s.zctx, Target: p.snapshot, Logger: s.log})
+		if err != nil {
+			firstErr = fmt.Errorf("snapshot router: %w", err)
+		} else {
+			p.router = spawn("router", router.Props())
+			p.ownsRouter = p.router != nil
+		}
 	}
-	p.router = spawn("router", router.Props())
 	p.reader = spawn("collector-reader", adapter.NewReader(adapter.ReaderConfig{
 		Socket: s.collector, Target: p.collector, Credits: adapter.NewCredits(s.cfg.Credits),
 		BatchMax: s.cfg.BatchMax, Logger: s.log,
 	}).Props())
+	p.ownsCollector = p.reader != nil
 	if s.cfg.Heartbeat > 0 {
 		p.heartbeat = spawn("heartbeat", actor.PropsFromProducer(func() actor.Actor {
 			return &actors.HeartbeatSender{Publisher: p.publisher, Interval: s.cfg.Heartbeat}
 		}))
 	}
-	if firstErr != nil {
-		s.shutdown(sys, &p)
-		return nil, firstErr
-	}
-	return &p, nil
+	return firstErr
 }
 
-// shutdown stops the actors inputs first, so that everything accepted flows
-// out before the publisher closes.
-func (s *Server) shutdown(sys *actor.ActorSystem, p *pids) {
-	root := sys.Root
-	stop := func(pid *actor.PID) {
-		if pid != nil {
-			if err := root.PoisonFuture(pid).Wait(); err != nil {
-				s.log.Warn("actor did not stop cleanly", "actor", pid.Id, "err", err)
+// stop releases everything the server started, in the order that lets
+// what was accepted flow out: inputs first, then the pipeline in order,
+// then the publisher socket, the actor system and the ZeroMQ context. Each
+// wait gives up once hurried (Close, or Shutdown's ctx ended).
+func (s *Server) stop() {
+	start := time.Now()
+	var errs []error
+	if s.sys == nil { // never ran: New's sockets and handlers only
+		s.closeSockets(&pids{})
+		for _, h := range s.handlers {
+			h.Release()
+		}
+		s.guards.close()
+		if err := s.zctx.Term(); err != nil {
+			errs = append(errs, fmt.Errorf("zmq context term: %w", err))
+		}
+		s.stopErr = errors.Join(errs...)
+		close(s.stopped)
+		return
+	}
+
+	p := s.pids
+	st := &stopper{root: s.sys.Root, watch: p.watch, hurry: s.hurry}
+	// 1. No new input: the collector reader (its socket closes), the
+	//    snapshot router, the timers.
+	st.stop(p.reader, p.router, p.heartbeat, p.reaper)
+	// 2. Drain the pipeline in order: every batch the collector holds goes
+	//    to the store, every commit to the publisher and handlers.
+	st.stop(p.collector, p.snapshot)
+	st.stop(p.store)
+	st.stop(p.publisher)
+	// 3. The writer writes what it holds and closes the PUB with its
+	//    linger; the handler runners close their queues.
+	st.stop(append([]*actor.PID{p.writer}, p.handlers...)...)
+	abandoned := s.drainHandlers(p.ownsHandlers)
+	if p.watch != nil {
+		s.sys.Root.Stop(p.watch)
+	}
+	s.sys.Shutdown()
+	s.closeSockets(p)
+	if len(st.stuck) > 0 {
+		// An actor that did not stop may still hold its socket: Term would
+		// wait for it for ever. Leave the context (and the monitor) be.
+		errs = append(errs, fmt.Errorf("clonekv server: actors %v did not stop; ZeroMQ context left open", st.stuck))
+	} else {
+		if err := s.zctx.Term(); err != nil {
+			errs = append(errs, fmt.Errorf("zmq context term: %w", err))
+		}
+		s.guards.wait()
+	}
+	if len(abandoned) > 0 {
+		s.log.Warn("handlers still busy when the shutdown deadline passed; their goroutines end when OnCommit returns",
+			"handlers", abandoned)
+	}
+	s.stopErr = errors.Join(errs...)
+	if s.running {
+		s.log.Info("clonekv server stopped", "sequence", s.stats.Sequence.Load(),
+			"published", s.stats.UpdatesPublished.Load(), "drained", !s.hurried(),
+			"shutdown", time.Since(start).Round(time.Millisecond))
+	}
+	close(s.stopped)
+}
+
+// drainHandlers waits for every handler runner to deliver what it holds and
+// close its handler. Once hurried it abandons them, waits (at most
+// hurryBound) for those between two batches, and returns the names of
+// those still inside a call.
+func (s *Server) drainHandlers(spawned bool) []string {
+	if !spawned {
+		for _, h := range s.handlers {
+			h.Release() // no-op for a runner that was spawned
+		}
+	}
+	for _, h := range s.handlers {
+		select {
+		case <-h.Done():
+			continue
+		case <-s.hurry:
+		}
+		break
+	}
+	var busy []string
+	if s.hurried() {
+		for _, h := range s.handlers {
+			h.Abandon()
+		}
+		// Those between two batches end at once; one inside a call is not
+		// waited for (it may never return).
+		grace := time.After(hurryBound)
+		for _, h := range s.handlers {
+			if h.Status().Busy > 0 {
+				busy = append(busy, h.Name())
+				continue
+			}
+			select {
+			case <-h.Done():
+			case <-grace:
+				busy = append(busy, h.Name())
 			}
 		}
 	}
-	// 1. No new input: the collector reader (its socket closes), the
-	//    snapshot router, the timers.
-	stop(p.reader)
-	stop(p.router)
-	stop(p.heartbeat)
-	stop(p.reaper)
-	// 2. Drain the pipeline in order: every batch the collector holds goes
-	//    to the store, every commit to the publisher and handlers.
-	stop(p.collector)
-	stop(p.snapshot)
-	stop(p.store)
-	stop(p.publisher)
-	for _, h := range p.handlers {
-		stop(h)
+	return busy
+}
+
+// closeSockets closes the server sockets no adapter took over (an error
+// half-way through spawn, or a server never run).
+func (s *Server) closeSockets(p *pids) {
+	if !p.ownsRouter {
+		s.router.Close()
 	}
-	// 3. The writer writes what it holds and closes the PUB with linger.
-	stop(p.writer)
-	sys.Shutdown()
-	if err := s.zctx.Term(); err != nil {
-		s.log.Warn("zmq context term", "err", err)
+	if !p.ownsPub {
+		s.pub.Close()
 	}
-	s.guards.wait()
+	if !p.ownsCollector {
+		s.collector.Close()
+	}
 }
 
 // minLevel drops records below a level (the actor library logs chatter at
