@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // unit reads clonesrv.service into section -> key -> values.
@@ -66,6 +67,19 @@ func TestUnitPolicy(t *testing.T) {
 	}
 	if one("KillSignal") != "SIGTERM" {
 		t.Error("KillSignal: clonesrv stops gracefully on SIGTERM")
+	}
+	// The stop timeout covers the drain bound plus the hurried stop after
+	// it (actors, PUB linger, HTTP listener: 5 s is ample).
+	drain := ""
+	for i, a := range exe {
+		if a == "--shutdown-timeout" && i+1 < len(exe) {
+			drain = exe[i+1]
+		}
+	}
+	if d, err := time.ParseDuration(drain); err != nil {
+		t.Errorf("ExecStart sets no --shutdown-timeout (%q): the stop timeout must match the drain bound", drain)
+	} else if stopAfter, err := time.ParseDuration(one("TimeoutStopSec")); err != nil || stopAfter < d+5*time.Second {
+		t.Errorf("TimeoutStopSec=%s, want at least --shutdown-timeout %v + 5s", one("TimeoutStopSec"), d)
 	}
 	if len(u["Install"]["WantedBy"]) == 0 {
 		t.Error("no [Install] WantedBy")

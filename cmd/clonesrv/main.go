@@ -57,6 +57,7 @@ func defineFlags(fs *flag.FlagSet, f *flags) {
 	fs.IntVar(&cfg.RouterHWM, "router-hwm", 1000, "snapshot messages queued per joining client (snapshots are paced, never dropped)")
 	fs.IntVar(&cfg.CollectorHWM, "collector-hwm", 10000, "client updates queued at the collector before senders are pushed back")
 	fs.DurationVar(&cfg.PubLinger, "pub-linger", time.Second, "how long shutdown keeps flushing published updates")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "bound on the graceful stop after SIGINT/SIGTERM (drain, publish, flush); then stop at once. Keep systemd's TimeoutStopSec above it")
 	fs.IntVar(&f.gcPercent, "gc-percent", server.DefaultGCPercent, "Go GC target: heap growth allowed between collections, in percent of the live heap (Go's default is 100; lower uses less memory per key for a little more CPU; -1 turns the GC off)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -116,7 +117,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 }
 
 // serve runs the server, and the HTTP endpoints when asked, until SIGINT
-// or SIGTERM.
+// or SIGTERM. The first signal stops it gracefully, within
+// --shutdown-timeout; a second one exits at once.
 func serve(st *settled) int {
 	log := st.log
 	debug.SetGCPercent(st.gcPercent)
@@ -130,8 +132,11 @@ func serve(st *settled) int {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	done := make(chan struct{})
+	defer close(done)
+	go watchSignals(log, st.srv.ShutdownTimeout, stop, done)
 	if m != nil {
 		hs, err := startHTTP(ctx, st, srv, m)
 		if err != nil {
@@ -152,6 +157,27 @@ func serve(st *settled) int {
 		return 1
 	}
 	return 0
+}
+
+// watchSignals turns the first SIGINT or SIGTERM into stop (Run's graceful
+// shutdown) and a second one into an immediate exit, until done is closed.
+func watchSignals(log *slog.Logger, bound time.Duration, stop func(), done <-chan struct{}) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	select {
+	case sig := <-sigs:
+		log.Info("stopping: draining accepted updates (a second signal exits at once)", "signal", sig.String(), "shutdown_timeout", bound)
+		stop()
+	case <-done:
+		return
+	}
+	select {
+	case sig := <-sigs:
+		log.Warn("second signal: exiting without draining", "signal", sig.String())
+		os.Exit(1)
+	case <-done:
+	}
 }
 
 // startHTTP serves the metrics and probes: healthy once the sockets are

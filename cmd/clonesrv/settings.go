@@ -33,6 +33,9 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 			bad(key, "must not be negative")
 		}
 	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown-timeout", "must be positive")
+	}
 	if f.gcPercent < -1 || f.gcPercent == 0 {
 		bad("gc-percent", "want a positive percentage, or -1 to turn the GC off")
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -127,5 +128,96 @@ func TestSignalsStopGracefully(t *testing.T) {
 				t.Errorf("no clean stop logged:\n%s", stderr.String())
 			}
 		})
+	}
+}
+
+// TestSecondSignalExitsAtOnce (issue 9, behaviour 2): while clonesrv is
+// draining after a first SIGTERM (held up here by a subscriber that reads
+// nothing and a long publisher linger), a second SIGTERM makes it exit
+// within 1 s, saying so.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	bin := buildServer(t)
+	port := testkit.FreePorts(t)
+	stderr := &syncBuffer{}
+	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--log-format", "json",
+		"--pub-linger", "60s", "--shutdown-timeout", "60s", "--hugz", "0")
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+
+	zctx, _ := zmq.NewContext()
+	defer zctx.Term()
+	ep := func(off int) string { return fmt.Sprintf("tcp://127.0.0.1:%d", port+off) }
+	// A subscriber that never reads: what the server publishes piles up in
+	// its PUB queue, which the linger then tries to flush.
+	sub, err := transport.Connect(zctx, zmq.SUB, ep(1), transport.Options{Subscribe: []string{""}, RcvHWM: 1, Linger: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	push, err := transport.Connect(zctx, zmq.PUSH, ep(2), transport.Options{Linger: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer push.Close()
+	body := make([]byte, 16<<10)
+	const n = 3000 // 48 MB: far more than loopback's socket buffers hold
+	for i := range n {
+		if err := transport.SendMessage(push, kvmsg.Msg{Key: fmt.Appendf(nil, "/big/%d", i%100), Body: body}.Frames(), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wait until the server has taken them in (its stop log would say how
+	// many it published; here the snapshot's sequence tells).
+	dealer, err := transport.Connect(zctx, zmq.DEALER, ep(0), transport.Options{Linger: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dealer.Close()
+	deadline := time.Now().Add(60 * time.Second)
+	for seq := int64(0); seq < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("server stored %d of %d updates; stderr:\n%s", seq, n, stderr.String())
+		}
+		transport.SendMessage(dealer, [][]byte{[]byte(kvmsg.CmdSnapshot), []byte("/none/")}, 0)
+		if f, err := testkit.RecvWithin(dealer, time.Second); err == nil && string(f[0]) == kvmsg.KeySnapshotEnd {
+			m, _ := kvmsg.Decode(f, kvmsg.Limits{})
+			seq = m.Seq
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 10*time.Second, 5*time.Millisecond, "the first signal logged", func() bool {
+		return strings.Contains(stderr.String(), "a second signal exits at once")
+	})
+	select {
+	case err := <-exited:
+		t.Fatalf("clonesrv exited (%v) before the second signal: the drain was not held up; stderr:\n%s", err, stderr.String())
+	default:
+	}
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("exited %v after the second signal, want within 1s", d)
+		}
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("exit: %v, want status 1", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("still running 10 s after the second signal; stderr:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "second signal: exiting without draining") {
+		t.Errorf("no line about the second signal:\n%s", stderr.String())
 	}
 }
