@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/clonekv/clonekv/actors"
 	"github.com/clonekv/clonekv/kvmsg"
 	"github.com/clonekv/clonekv/server"
 	"github.com/clonekv/clonekv/transport"
@@ -286,5 +287,66 @@ func TestHTTPEndpoints(t *testing.T) {
 				t.Errorf("GET %s: %d %q, want %d containing %q", tc.path, resp.StatusCode, body, tc.wantStatus, tc.wantBody)
 			}
 		})
+	}
+}
+
+type stuckHandler struct{ gate chan struct{} }
+
+func (h stuckHandler) OnCommit(actors.Batch) { <-h.gate }
+
+type panickyHandler struct{}
+
+func (panickyHandler) OnCommit(actors.Batch) { panic("always") }
+
+// TestHandlerSeries: a handler that is stuck and one that panics show up
+// in /metrics as drops, lag, busy time and panics under their names, while
+// the metrics handler itself keeps up.
+func TestHandlerSeries(t *testing.T) {
+	gate := make(chan struct{})
+	srv, base := startServer(t, server.Config{Heartbeat: -1, Handlers: []server.Handler{
+		{Name: "stuck", Handler: stuckHandler{gate}, Queue: 1},
+		{Name: "panicky", Handler: panickyHandler{}},
+	}})
+	t.Cleanup(func() { close(gate) }) // before the server's stop
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { zctx.Term() })
+	push := connect(t, zctx, zmq.PUSH, srv.Port()+2, transport.Options{})
+	for i := range 50 { // one batch each: wait for each to be committed
+		send(t, push, kvmsg.Msg{Key: fmt.Appendf(nil, "h/%d", i), Body: []byte("v")}.Frames())
+		for deadline := time.Now().Add(10 * time.Second); srv.Stats().Sequence.Load() != int64(i+1); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("update %d not committed", i)
+			}
+		}
+	}
+	var fams map[string]*dto.MetricFamily
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		fams = scrape(t, base)
+		if value(fams, "clonekv_committed_last_sequence") == 50 &&
+			value(fams, "clonekv_handler_handled_updates_total", "handler=panicky") == 50 &&
+			value(fams, "clonekv_handler_dropped_updates_total", "handler=stuck") > 0 {
+			break
+		}
+	}
+	for _, w := range []struct {
+		name, handler string
+		ok            func(float64) bool
+		want          string
+	}{
+		{"clonekv_handler_dropped_updates_total", "stuck", func(v float64) bool { return v > 0 && v < 50 }, "some, not all"},
+		{"clonekv_handler_lag_sequences", "stuck", func(v float64) bool { return v == 50 }, "50"},
+		{"clonekv_handler_busy_seconds", "stuck", func(v float64) bool { return v > 0 }, "> 0"},
+		{"clonekv_handler_queued_batches", "stuck", func(v float64) bool { return v == 1 }, "1"},
+		{"clonekv_handler_panics_total", "panicky", func(v float64) bool { return v > 0 }, "> 0"},
+		{"clonekv_handler_dropped_updates_total", "metrics", func(v float64) bool { return v == 0 }, "0"},
+		{"clonekv_handler_lag_sequences", "metrics", func(v float64) bool { return v == 0 }, "0"},
+		{"clonekv_handler_panics_total", "metrics", func(v float64) bool { return v == 0 }, "0"},
+	} {
+		if v := value(fams, w.name, "handler="+w.handler); !w.ok(v) {
+			t.Errorf("%s{handler=%q} = %v, want %s", w.name, w.handler, v, w.want)
+		}
 	}
 }
