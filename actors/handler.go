@@ -134,6 +134,7 @@ type HandlerRunner struct {
 	busySince    atomic.Int64 // unix nanoseconds; 0 when idle
 	behind       atomic.Bool  // dropping since the queue was last empty
 	episode      atomic.Int64 // updates dropped in the current "behind" episode
+	warned       atomic.Bool  // the current episode's start was logged
 
 	behindLog, panicLog rateLimit
 }
@@ -214,6 +215,7 @@ func (r *HandlerRunner) offer(c *Committed) {
 				args = append(args, "episodes_suppressed", suppressed)
 			}
 			r.cfg.Logger.Warn("handler is falling behind: its queue is full, dropping batches for it", args...)
+			r.warned.Store(true)
 		}
 	}
 }
@@ -255,7 +257,9 @@ func (r *HandlerRunner) deliver(q queued) {
 	r.handled.Add(int64(len(ups)))
 	r.handledSeq.Store(last)
 	if len(r.queue) == 0 && r.behind.CompareAndSwap(true, false) {
-		if n := r.episode.Swap(0); n > 0 {
+		// Only the episodes whose start was logged get an end line: a
+		// handler that flaps costs a line per LogEvery, not per episode.
+		if n := r.episode.Swap(0); r.warned.Swap(false) {
 			r.cfg.Logger.Info("handler caught up", "dropped", n, "dropped_total", r.dropped.Load())
 		}
 	}
