@@ -1,7 +1,7 @@
 // Package metrics exposes a clonekv server to Prometheus: a collector that
-// reads the server's counters (stats.Server, the socket monitor's peers) at
-// scrape time, a handler actor fed with every committed batch through the
-// store's extension point, and the HTTP endpoints /metrics, /healthz,
+// reads the server's counters (stats.Server, the socket monitor's peers,
+// each handler's status) at scrape time, a handler (server.Config.Handlers)
+// told every committed batch, and the HTTP endpoints /metrics, /healthz,
 // /readyz and, on request, /debug/pprof.
 //
 // Everything is registered on a registry of its own (no global state), so
