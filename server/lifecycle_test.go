@@ -369,3 +369,37 @@ func TestNewFailuresReleaseEverything(t *testing.T) {
 		}
 	})
 }
+
+// TestRunContextBoundsShutdown: when Run's context ends, Run shuts down
+// gracefully within Config.ShutdownTimeout: with a stuck handler it returns
+// the deadline's error soon after the bound, everything else released.
+func TestRunContextBoundsShutdown(t *testing.T) {
+	h := &gatedHandler{gate: make(chan struct{})}
+	defer close(h.gate)
+	const bound = 300 * time.Millisecond
+	srv := newServer(t, Config{Heartbeat: -1, ShutdownTimeout: bound, Handlers: []Handler{{Name: "stuck", Handler: h}}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	<-srv.Ready()
+	push := newPeer(t, srv.Port()).push()
+	set(t, push, "/r/1", "v")
+	set(t, push, "/r/2", "v")
+	waitFor(t, 10*time.Second, "the handler busy", func() bool { return srv.Handlers()[0].Busy > 0 })
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Run = %v, want the shutdown bound's error", err)
+		}
+		if d := time.Since(start); d < bound || d > bound+hurryBound {
+			t.Errorf("Run returned %v after its context ended, bound %v", d, bound)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if srv.Stats().UpdatesPublished.Load() != 2 {
+		t.Errorf("published %d of 2 accepted updates", srv.Stats().UpdatesPublished.Load())
+	}
+}
