@@ -51,7 +51,7 @@ type Config struct {
 	// MaxWatchers bounds the SSE watchers open at once (default 256).
 	MaxWatchers int
 	// WatchQueue is each watcher's queue of updates not yet written
-	// (default 4096); a watcher whose queue is full is cut off.
+	// (default 8192); a watcher whose queue is full is cut off.
 	WatchQueue int
 	// ReplayUpdates and ReplayBytes bound the log of recent updates that
 	// lets a reconnecting watcher resume (defaults 16384 and 16 MiB).
@@ -77,7 +77,7 @@ func (c Config) withDefaults() (Config, error) {
 	c.BodyTimeout = cmp.Or(c.BodyTimeout, 10*time.Second)
 	c.MaxItems = cmp.Or(c.MaxItems, 10000)
 	c.MaxWatchers = cmp.Or(c.MaxWatchers, 256)
-	c.WatchQueue = cmp.Or(c.WatchQueue, 4096)
+	c.WatchQueue = cmp.Or(c.WatchQueue, 8192)
 	c.ReplayUpdates = cmp.Or(c.ReplayUpdates, 16384)
 	c.ReplayBytes = cmp.Or(c.ReplayBytes, 16<<20)
 	c.Heartbeat = cmp.Or(c.Heartbeat, 15*time.Second)

@@ -164,6 +164,9 @@ func (h *hub) handleLocked(ev client.Event) {
 	case client.EventResyncStarted:
 		h.synced = false
 	case client.EventResyncDone:
+		if h.synced && ev.Seq <= h.last {
+			return // the first join, already taken as the base when the hub started
+		}
 		h.resetLocked()
 	case client.EventLost:
 		// The hub itself fell behind: its log has a hole. Start again from
