@@ -113,7 +113,9 @@ func (g *Gateway) routes() http.Handler {
 				fail(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+p)
 			}
 		case p == "/v1/watch":
-			if !getOnly(w, r) {
+			if r.Method != http.MethodGet {
+				w.Header().Set("Allow", "GET")
+				fail(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+p)
 				return
 			}
 			g.watch(w, r)

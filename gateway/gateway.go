@@ -103,9 +103,10 @@ type Gateway struct {
 	closed sync.Once
 	// shutdown is closed by Shutdown: writes and new watchers are refused,
 	// streams end with a final event.
-	shutdown     chan struct{}
-	shutdownOnce sync.Once
-	streams      sync.WaitGroup
+	// mu orders stream starts (streams.Add) before Shutdown's Wait.
+	mu       sync.Mutex
+	shutdown chan struct{}
+	streams  sync.WaitGroup
 }
 
 // New starts the gateway's client (it joins in the background: until its
@@ -142,7 +143,7 @@ func (g *Gateway) Handler() http.Handler { return g.mux }
 // Call it before the HTTP server's own Shutdown, which would otherwise wait
 // for the streams.
 func (g *Gateway) Shutdown(ctx context.Context) error {
-	g.shutdownOnce.Do(func() { close(g.shutdown) })
+	g.beginShutdown()
 	g.hub.closeAll("server shutting down")
 	done := make(chan struct{})
 	go func() { g.streams.Wait(); close(done) }()
@@ -158,7 +159,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 // stopped.
 func (g *Gateway) Close() error {
 	g.closed.Do(func() {
-		g.shutdownOnce.Do(func() { close(g.shutdown) })
+		g.beginShutdown()
 		g.cancel()
 		<-g.hub.done
 		g.c.Close()
@@ -185,6 +186,25 @@ func (g *Gateway) history() string {
 		return ""
 	}
 	return g.cfg.History()
+}
+
+func (g *Gateway) beginShutdown() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.closing() {
+		close(g.shutdown)
+	}
+}
+
+// startStream counts a stream in, unless the gateway is shutting down.
+func (g *Gateway) startStream() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closing() {
+		return false
+	}
+	g.streams.Add(1)
+	return true
 }
 
 func (g *Gateway) closing() bool {

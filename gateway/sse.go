@@ -142,21 +142,20 @@ func (s *sseWriter) snapshot(g *Gateway, prefix, tag string, snap *client.Snapsh
 
 // watch serves GET /v1/watch?prefix=P as text/event-stream.
 func (g *Gateway) watch(w http.ResponseWriter, r *http.Request) {
-	if g.closing() {
-		fail(w, http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
-		return
-	}
 	prefix := r.URL.Query().Get("prefix")
 	if len(prefix) > g.cfg.MaxKey {
 		fail(w, http.StatusBadRequest, "key_too_large", "prefix longer than the longest key")
 		return
 	}
+	if !g.startStream() {
+		fail(w, http.StatusServiceUnavailable, "shutting_down", "the server is shutting down")
+		return
+	}
+	defer g.streams.Done()
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
 		lastID = r.URL.Query().Get("last_event_id") // for a first connect, which cannot set the header from a browser
 	}
-	g.streams.Add(1)
-	defer g.streams.Done()
 	wt, st, err := g.hub.subscribe(prefix, lastID)
 	switch {
 	case errors.Is(err, errTooManyWatchers):

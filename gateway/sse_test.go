@@ -250,7 +250,10 @@ func readHead(t testing.TB, br *bufio.Reader) string {
 // ZeroMQ PUSH to the server's collector (a Model Five client), values
 // numbered from from, paced at 10,000 a second, then /w/end. It runs in
 // the caller's goroutine, which owns the socket.
-func streamFrom(t testing.TB, port, from, n int) {
+func streamFrom(t testing.TB, port, from, n int) { streamAt(t, port, from, n, 10000) }
+
+// streamAt is streamFrom at rate updates a second.
+func streamAt(t testing.TB, port, from, n, rate int) {
 	zctx, err := zmq.NewContext()
 	if err != nil {
 		t.Error(err)
@@ -263,10 +266,9 @@ func streamFrom(t testing.TB, port, from, n int) {
 		return
 	}
 	defer push.Close()
-	const rate = 10000
 	start := time.Now()
 	for i := 0; i < n; {
-		due := min(n, int(time.Since(start)*rate/time.Second)+1)
+		due := min(n, int(time.Since(start)*time.Duration(rate)/time.Second)+1)
 		for ; i < due; i++ {
 			k := from + i
 			m := kvmsg.Msg{Key: []byte(fmt.Sprintf("/w/k%03d", k%500)), Body: []byte(fmt.Sprintf("v%d", k))}
