@@ -259,8 +259,8 @@ func streamAt(t testing.TB, port, from, n, rate int) {
 		t.Error(err)
 		return
 	}
-	defer zctx.Term()
-	push, err := transport.Connect(zctx, zmq.PUSH, fmt.Sprintf("tcp://127.0.0.1:%d", port+2), transport.Options{SndHWM: 100000})
+	defer zctx.Term() // waits for the linger: every update reaches the server
+	push, err := transport.Connect(zctx, zmq.PUSH, fmt.Sprintf("tcp://127.0.0.1:%d", port+2), transport.Options{SndHWM: 100000, Linger: 20 * time.Second})
 	if err != nil {
 		t.Error(err)
 		return
