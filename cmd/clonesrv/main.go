@@ -205,6 +205,9 @@ func startHTTP(ctx context.Context, st *settled, srv *server.Server, m *metrics.
 		}
 		return nil, nil, err
 	}
+	if gw != nil { // however the listener stops, its streams end first
+		hs.RegisterOnShutdown(func() { stopGateway(gw, st.log) })
+	}
 	st.log.Info("http listening", "addr", hs.Addr(), "pprof", st.pprof)
 	return hs, gw, nil
 }
