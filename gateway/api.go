@@ -52,8 +52,8 @@ type List struct {
 // One is a GET answer for one key (?exact=1).
 type One struct {
 	History string `json:"history"`
-	Seq     int64  `json:"seq"` // the snapshot's sequence
-	Item
+	Seq     int64  `json:"seq"` // the snapshot's sequence (Item.Seq is the key's)
+	Item    Item   `json:"item"`
 }
 
 // Written is the answer to PUT and DELETE.

@@ -87,10 +87,10 @@ func TestAPISnapshotGetPutDelete(t *testing.T) {
 
 	// One key; 404 when absent.
 	var one gateway.One
-	if code, _ := r.do(t, "GET", "/v1/kv/app/b?exact=1", "", nil, &one); code != 200 || one.Value != "two" || one.Key != "/app/b" {
+	if code, _ := r.do(t, "GET", "/v1/kv/app/b?exact=1", "", nil, &one); code != 200 || one.Item.Value != "two" || one.Item.Key != "/app/b" || one.Item.Seq != s2 || one.Seq < last {
 		t.Fatalf("GET /app/b: %d %+v", code, one)
 	}
-	if code, _ := r.do(t, "GET", "/v1/kv?key=plain&exact=1", "", nil, &one); code != 200 || one.Value != "no slash" {
+	if code, _ := r.do(t, "GET", "/v1/kv?key=plain&exact=1", "", nil, &one); code != 200 || one.Item.Value != "no slash" {
 		t.Fatalf("GET ?key=plain: %d %+v", code, one)
 	}
 	var e errBody
@@ -120,11 +120,11 @@ func TestAPIPutTTLExpires(t *testing.T) {
 		t.Fatalf("PUT ttl: %d %s", code, body)
 	}
 	var one gateway.One
-	if code, _ := r.do(t, "GET", "/v1/kv/t/k?exact=1", "", nil, &one); code != 200 || one.Expires == "" {
+	if code, _ := r.do(t, "GET", "/v1/kv/t/k?exact=1", "", nil, &one); code != 200 || one.Item.Expires == "" {
 		t.Fatalf("GET: %d %+v (want an expiry)", code, one)
 	}
-	if at, err := time.Parse(time.RFC3339, one.Expires); err != nil || time.Until(at) > 5*time.Second {
-		t.Fatalf("expires %q: %v", one.Expires, err)
+	if at, err := time.Parse(time.RFC3339, one.Item.Expires); err != nil || time.Until(at) > 5*time.Second {
+		t.Fatalf("expires %q: %v", one.Item.Expires, err)
 	}
 	testkit.WaitFor(t, 15*time.Second, 20*time.Millisecond, "the key to expire", func() bool {
 		code, _ := r.do(t, "GET", "/v1/kv/t/k?exact=1", "", nil, nil)
@@ -253,10 +253,10 @@ func TestAPIConcurrentPutsInSeqOrder(t *testing.T) {
 	var one gateway.One
 	testkit.WaitFor(t, 10*time.Second, 5*time.Millisecond, "the last PUT in the gateway's map", func() bool {
 		r.do(t, "GET", "/v1/kv/c/same?exact=1", "", nil, &one)
-		return one.Seq >= final.seq
+		return one.Item.Seq >= final.seq
 	})
-	if one.Value != final.value || one.Seq != final.seq {
-		t.Fatalf("final value %q at %d, want %q (the highest sequence, %d)", one.Value, one.Seq, final.value, final.seq)
+	if one.Item.Value != final.value || one.Item.Seq != final.seq {
+		t.Fatalf("final value %q at %d, want %q (the highest sequence, %d)", one.Item.Value, one.Item.Seq, final.value, final.seq)
 	}
 	for i, want := range all {
 		ev := st.next(t, 20*time.Second)

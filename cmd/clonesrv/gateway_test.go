@@ -169,7 +169,7 @@ func TestGatewayWithCurve(t *testing.T) {
 	if code, out := httpDo(t, "PUT", base+"/v1/kv/a", "v", "Authorization", "Bearer a-long-enough-token"); code != 200 {
 		t.Fatalf("PUT under CURVE with the token: %d %v", code, out)
 	}
-	if code, out := httpDo(t, "GET", base+"/v1/kv/a?exact=1", ""); code != 200 || out["value"] != "v" {
+	if code, out := httpDo(t, "GET", base+"/v1/kv/a?exact=1", ""); code != 200 || out["item"].(map[string]any)["value"] != "v" {
 		t.Fatalf("GET under CURVE: %d %v", code, out)
 	}
 }
