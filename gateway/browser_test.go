@@ -179,5 +179,7 @@ func TestInspectorInBrowser(t *testing.T) {
 		return !ok
 	})
 	waitJS(t, ctx, 10*time.Second, "the row to vanish", rowJS("/app/c", `!r`))
+	// The header: the last sequence (the delete's, the last write of all) and the watchers.
+	waitJS(t, ctx, 10*time.Second, "the last sequence", fmt.Sprintf(`document.getElementById("seq").textContent === "%d"`, other.Seq()))
 	waitJS(t, ctx, 10*time.Second, "the watcher count", `document.getElementById("watchers").textContent === "1"`)
 }

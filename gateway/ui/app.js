@@ -7,7 +7,8 @@ const rows = new Map(); // key -> <tr>
 let source = null;
 let prefix = new URLSearchParams(location.search).get("prefix") || "";
 let lastSeq = 0;
-let events = 0;
+let events = 0; // live updates (not snapshot keys), for the rate
+let live = false;
 
 function setState(s) { $("state").textContent = s; document.body.dataset.state = s; }
 function say(text, isError) { $("msg").textContent = text; $("msg").className = isError ? "error" : ""; }
@@ -68,7 +69,10 @@ function remove(key) {
   $("count").textContent = rows.size;
 }
 
-function seen(seq) { if (seq > lastSeq) { lastSeq = seq; $("seq").textContent = seq; } events++; }
+function seen(seq) {
+  if (seq > lastSeq) { lastSeq = seq; $("seq").textContent = seq; }
+  if (live) events++;
+}
 
 function watch(p) {
   prefix = p;
@@ -86,12 +90,14 @@ function watch(p) {
     const d = JSON.parse(e.data);
     rows.clear();
     $("rows").replaceChildren();
+    live = false;
+    lastSeq = 0;
     setState("loading");
     seen(d.seq);
   });
   source.addEventListener("put", (e) => { const d = JSON.parse(e.data); upsert(d); seen(d.seq); });
   source.addEventListener("delete", (e) => { const d = JSON.parse(e.data); remove(d.key); seen(d.seq); });
-  source.addEventListener("synced", (e) => { const d = JSON.parse(e.data); seen(d.seq); setState("synced"); });
+  source.addEventListener("synced", (e) => { const d = JSON.parse(e.data); seen(d.seq); live = true; setState("synced"); });
   source.addEventListener("closed", (e) => { say("stream closed by the server: " + JSON.parse(e.data).reason, true); });
   source.onerror = () => setState("reconnecting");
 }
