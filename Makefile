@@ -7,7 +7,7 @@ PREFIX    ?= /usr/local
 FUZZTIME  ?= 10s
 export CGO_ENABLED = 1
 
-.PHONY: all deps build run lint test test-race test-heavy fuzz bench bench-quick soak install clean
+.PHONY: all deps browser-deps build run lint test test-race test-heavy fuzz bench bench-quick soak install clean
 
 all: build
 
@@ -16,6 +16,16 @@ deps:
 	@if ! pkg-config --exists libzmq 2>/dev/null; then \
 		echo "libzmq not found by pkg-config: installing libzmq3-dev pkg-config"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y libzmq3-dev pkg-config; \
+	fi
+
+# browser-deps: Debian's chromium for the inspector's headless browser test
+# (gateway/browser_test.go), through apt, only when missing. When it cannot
+# be installed the test skips and says why.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "chromium not found: installing Debian's chromium for the browser test"; \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium) || \
+		echo "chromium could not be installed: TestInspectorInBrowser will skip"; \
 	fi
 
 build: deps
@@ -35,7 +45,7 @@ lint: deps
 # million-key tests (too slow under -race) without it, then short fuzzing.
 test: lint test-race test-heavy fuzz bench-quick
 
-test-race: deps
+test-race: deps browser-deps
 	$(GO) test -race -count=1 -timeout 10m ./...
 
 test-heavy: deps

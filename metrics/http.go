@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +32,17 @@ type HTTPConfig struct {
 	Pprof bool
 	// Logger receives errors of the metrics handler; default slog.Default().
 	Logger *slog.Logger
+	// Mounts are extra handlers (the HTTP gateway) served beside the
+	// operations endpoints.
+	Mounts []Mount
+}
+
+// Mount sends every request whose path starts with Prefix to Handler as it
+// came: before the mux's path cleaning and redirects, so that Handler sees
+// (and can refuse) paths such as /v1/kv/a/../b itself.
+type Mount struct {
+	Prefix  string
+	Handler http.Handler
 }
 
 // HTTPHandler returns the mux serving /metrics, /healthz, /readyz and, when
@@ -51,7 +65,19 @@ func HTTPHandler(cfg HTTPConfig) http.Handler {
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
-	return mux
+	if len(cfg.Mounts) == 0 {
+		return mux
+	}
+	mounts := cfg.Mounts
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, m := range mounts {
+			if strings.HasPrefix(r.URL.Path, m.Prefix) {
+				m.Handler.ServeHTTP(w, r)
+				return
+			}
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func probe(check func() error) http.Handler {
@@ -80,15 +106,44 @@ type HTTPServer struct {
 	done chan error
 }
 
-// Listen binds addr (host:port; port 0 picks one) and serves h on it.
+// Limits bound the listener's connections. Zero fields take the defaults
+// of DefaultLimits. There is no server-wide write timeout: streams (SSE,
+// pprof profiles) set their own per-write deadlines.
+type Limits struct {
+	ReadHeaderTimeout time.Duration // the whole request head (slowloris)
+	ReadTimeout       time.Duration // head and body of a request; 0: none (handlers bound their bodies)
+	IdleTimeout       time.Duration // a keep-alive connection between requests
+	MaxHeaderBytes    int
+	MaxConns          int // connections open at once; more wait to be accepted
+}
+
+// DefaultLimits are Listen's.
+var DefaultLimits = Limits{
+	ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 60 * time.Second,
+	MaxHeaderBytes: 16 << 10, MaxConns: 1024,
+}
+
+// Listen binds addr (host:port; port 0 picks one) and serves h on it with
+// DefaultLimits.
 func Listen(addr string, h http.Handler) (*HTTPServer, error) {
+	return ListenWith(addr, h, DefaultLimits)
+}
+
+// ListenWith is Listen with other limits.
+func ListenWith(addr string, h http.Handler, lim Limits) (*HTTPServer, error) {
+	d := DefaultLimits
+	lim.ReadHeaderTimeout = cmp.Or(lim.ReadHeaderTimeout, d.ReadHeaderTimeout)
+	lim.IdleTimeout = cmp.Or(lim.IdleTimeout, d.IdleTimeout)
+	lim.MaxHeaderBytes = cmp.Or(lim.MaxHeaderBytes, d.MaxHeaderBytes)
+	lim.MaxConns = cmp.Or(lim.MaxConns, d.MaxConns)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http listener: %w", err)
 	}
 	s := &HTTPServer{
-		srv:  &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second},
-		ln:   ln,
+		srv: &http.Server{Handler: h, ReadHeaderTimeout: lim.ReadHeaderTimeout, ReadTimeout: lim.ReadTimeout,
+			IdleTimeout: lim.IdleTimeout, MaxHeaderBytes: lim.MaxHeaderBytes},
+		ln:   &limitListener{Listener: ln, slots: make(chan struct{}, lim.MaxConns)},
 		done: make(chan error, 1),
 	}
 	go func() { s.done <- s.srv.Serve(ln) }()
@@ -97,6 +152,10 @@ func Listen(addr string, h http.Handler) (*HTTPServer, error) {
 
 // Addr is the address the listener is bound to.
 func (s *HTTPServer) Addr() string { return s.ln.Addr().String() }
+
+// RegisterOnShutdown runs f when Shutdown starts (a stream handler ends
+// its streams then, instead of holding Shutdown until its deadline).
+func (s *HTTPServer) RegisterOnShutdown(f func()) { s.srv.RegisterOnShutdown(f) }
 
 // Shutdown stops accepting, lets requests in progress finish until ctx
 // ends, and waits for the serving goroutine.
@@ -112,4 +171,33 @@ func (s *HTTPServer) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("http shutdown: %w", err)
 	}
 	return nil
+}
+
+// limitListener holds at most cap(slots) accepted connections open; Accept
+// waits for a slot first, so further clients wait in the kernel's backlog.
+type limitListener struct {
+	net.Listener
+	slots chan struct{}
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	l.slots <- struct{}{}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.slots
+		return nil, err
+	}
+	return &slotConn{Conn: c, release: func() { <-l.slots }}, nil
+}
+
+type slotConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *slotConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/clonekv/clonekv/config"
+	"github.com/clonekv/clonekv/gateway"
 	"github.com/clonekv/clonekv/kvmsg"
 	"github.com/clonekv/clonekv/metrics"
 	"github.com/clonekv/clonekv/server"
@@ -42,6 +43,7 @@ type flags struct {
 	printConfig         bool
 	version             bool
 	gcPercent           int
+	gateway             gatewayFlags
 }
 
 func defineFlags(fs *flag.FlagSet, f *flags) {
@@ -63,6 +65,7 @@ func defineFlags(fs *flag.FlagSet, f *flags) {
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.http, "http", "", "serve /metrics, /healthz, /readyz on this address (e.g. 127.0.0.1:9556); off when empty")
 	fs.BoolVar(&f.pprof, "pprof", false, "also serve /debug/pprof/ on the --http listener")
+	defineGatewayFlags(fs, &f.gateway)
 	fs.StringVar(&f.curveSecret, "curve-secret-key-file", "", "turn on CURVE encryption with the server key pair in this file (clonecli keygen writes one)")
 	fs.StringVar(&f.curveAllow, "curve-allow", "", "admit only the clients whose public key files are in this directory (needs CURVE)")
 	fs.StringVar(&f.configFile, "config", "", "TOML file of settings (keys are the flag names); env CLONEKV_CONFIG")
@@ -138,11 +141,17 @@ func serve(st *settled) int {
 	defer close(done)
 	go watchSignals(log, st.srv.ShutdownTimeout, stop, done)
 	if m != nil {
-		hs, err := startHTTP(ctx, st, srv, m)
+		hs, gw, err := startHTTP(ctx, st, srv, m)
 		if err != nil {
 			log.Error("cannot start", "err", err)
 			srv.Close()
 			return 1
+		}
+		if gw != nil {
+			// Streams end on the stop signal; the client closes last.
+			stopped := make(chan struct{})
+			go func() { defer close(stopped); <-ctx.Done(); stopGateway(gw, log) }()
+			defer func() { stop(); <-stopped; gw.Close() }()
 		}
 		defer func() {
 			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -180,14 +189,24 @@ func watchSignals(log *slog.Logger, bound time.Duration, stop func(), done <-cha
 	}
 }
 
-// startHTTP serves the metrics and probes: healthy once the sockets are
-// bound (server.New succeeded), ready while the actors run and no stop
-// signal has come.
-func startHTTP(ctx context.Context, st *settled, srv *server.Server, m *metrics.Metrics) (*metrics.HTTPServer, error) {
+// startHTTP serves the metrics and probes (healthy once the sockets are
+// bound, server.New succeeded; ready while the actors run and no stop
+// signal has come) and, unless turned off, the HTTP gateway.
+func startHTTP(ctx context.Context, st *settled, srv *server.Server, m *metrics.Metrics) (*metrics.HTTPServer, *gateway.Gateway, error) {
 	if err := m.Watch(srv); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	var gw *gateway.Gateway
+	var mounts []metrics.Mount
+	if st.gw.on {
+		var err error
+		if gw, err = startGateway(st, srv); err != nil {
+			return nil, nil, err
+		}
+		mounts = []metrics.Mount{{Prefix: "/v1/", Handler: gw.Handler()}, {Prefix: "/ui", Handler: gw.Handler()}}
 	}
 	h := metrics.HTTPHandler(metrics.HTTPConfig{
+		Mounts:   mounts,
 		Gatherer: m.Registry,
 		Pprof:    st.pprof,
 		Logger:   st.log,
@@ -207,10 +226,16 @@ func startHTTP(ctx context.Context, st *settled, srv *server.Server, m *metrics.
 	})
 	hs, err := metrics.Listen(st.http, h)
 	if err != nil {
-		return nil, err
+		if gw != nil {
+			gw.Close()
+		}
+		return nil, nil, err
+	}
+	if gw != nil { // however the listener stops, its streams end first
+		hs.RegisterOnShutdown(func() { stopGateway(gw, st.log) })
 	}
 	st.log.Info("http listening", "addr", hs.Addr(), "pprof", st.pprof)
-	return hs, nil
+	return hs, gw, nil
 }
 
 // settled is the configuration checked and turned into what serve needs.
@@ -220,4 +245,5 @@ type settled struct {
 	http      string
 	pprof     bool
 	gcPercent int
+	gw        gatewaySettings
 }

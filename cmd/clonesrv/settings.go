@@ -85,6 +85,7 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 			c.Curve.AllowedClients = keys
 		}
 	}
+	gw := settleGateway(f, &c, bad)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -94,9 +95,9 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 	}
 	c.Logger = log
 	if f.http != "" && !loopback(f.http) {
-		log.Warn("the --http listener is not on loopback: /metrics (and pprof) are open to the network", "http", f.http)
+		log.Warn("the --http listener is not on loopback: /metrics, pprof and the gateway's /v1/ and /ui/ are open to the network", "http", f.http)
 	}
-	return &settled{srv: c, log: log, http: f.http, pprof: f.pprof, gcPercent: f.gcPercent}, nil
+	return &settled{srv: c, log: log, http: f.http, pprof: f.pprof, gcPercent: f.gcPercent, gw: gw}, nil
 }
 
 // loopback reports whether addr's host is a loopback address or localhost.
