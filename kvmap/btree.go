@@ -142,6 +142,12 @@ func (t *tree) insert(n *node, key []byte, it item) (old item, replaced bool, me
 		return old, replaced, item{}, nil
 	}
 	mid := len(n.items) / 2
+	if i == len(n.items)-1 {
+		// Inserted at the end: keys arrive in order (a snapshot being
+		// loaded, a bulk load), so keep this node full and start the next
+		// one nearly empty; an even split would leave every node half full.
+		mid = len(n.items) - 2
+	}
 	median = n.items[mid]
 	right = t.newNode()
 	right.items = append(right.items, n.items[mid+1:]...)

@@ -354,3 +354,29 @@ func TestViewReadConcurrentlyWithCompaction(t *testing.T) {
 		t.Fatal("no compaction ran during the concurrent walks")
 	}
 }
+
+// TestInOrderLoadFillsNodes: keys arriving in order (a client loading a
+// snapshot) leave the B-tree's nodes nearly full, not half full.
+func TestInOrderLoadFillsNodes(t *testing.T) {
+	m := New()
+	keys := keyList(50_000)
+	fill(m, keys, 0, 16)
+	var nodes, items int
+	var walk func(n *node)
+	walk = func(n *node) {
+		nodes++
+		items += len(n.items)
+		for _, c := range n.children {
+			walk(c)
+		}
+	}
+	walk(m.t.root)
+	if fill := float64(items) / float64(nodes); fill < 0.9*maxItems {
+		t.Fatalf("%d items in %d nodes: %.1f per node, want >= %.0f", items, nodes, fill, 0.9*maxItems)
+	}
+	checkView(t, m.View(), func() map[string]string {
+		model := map[string]string{}
+		m.View().Ascend(nil, func(e Entry) bool { model[string(e.Key())] = string(e.Body()); return true })
+		return model
+	}(), "/k/00012")
+}

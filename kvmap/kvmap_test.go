@@ -125,7 +125,7 @@ func TestCursorWalksOnlyThePrefixInOrder(t *testing.T) {
 
 // TestMemoryPerKey guards the map's footprint: a million 12-byte keys with
 // 16-byte UUIDs and bodies stay under 100 bytes of live heap each (about
-// 67: a 50-byte record in a slab and an 8-byte item in a B-tree node).
+// 59: a 50-byte record in a slab and an 8-byte item in a B-tree node).
 func TestMemoryPerKey(t *testing.T) {
 	if testing.Short() {
 		t.Skip("allocates a million keys")
