@@ -155,7 +155,7 @@ func TestGarbageStaysBounded(t *testing.T) {
 	fill(m, keys, 0, 16)
 	r := rand.New(rand.NewPCG(5, 6))
 	worst := 0.0
-	for i := range 150_000 {
+	for i := range scaled(150_000) {
 		moved := m.Stats().Moved
 		k := keys[r.IntN(len(keys))]
 		m.Apply(msg(k, fmt.Sprintf("%016d", i), int64(i)))
@@ -170,8 +170,8 @@ func TestGarbageStaysBounded(t *testing.T) {
 	st := m.Stats()
 	t.Logf("worst slab/live ratio %.2f, final %+v", worst, st)
 	// Threshold 1/(1-0.25) = 1.33, plus the current slab and the one being
-	// compacted (2 MiB on about 2 MiB live here).
-	if limit := 1/(1-garbageRatio) + float64(2*maxSlab)/float64(st.LiveBytes); worst > limit {
+	// compacted (2 × 128 KiB on about 0.7 MiB live here).
+	if limit := 1/(1-garbageRatio) + float64(2*slabSize(st.LiveBytes))/float64(st.LiveBytes); worst > limit {
 		t.Fatalf("slab bytes reached %.2f× the live bytes, want <= %.2f", worst, limit)
 	}
 }
@@ -185,7 +185,7 @@ func TestMemoryReturnedAfterMassDeletes(t *testing.T) {
 		runtime.ReadMemStats(&ms)
 		return int64(ms.HeapAlloc)
 	}
-	keys := keyList(100_000)
+	keys := keyList(scaled(100_000))
 	base := heap() // the key strings are the test's, not the map's
 	m := New()
 	fill(m, keys, 0, 64)
@@ -200,7 +200,7 @@ func TestMemoryReturnedAfterMassDeletes(t *testing.T) {
 		}
 	}
 	st := m.Stats()
-	if st.Keys != 10_000 || st.SlabBytes > 2*st.LiveBytes+2*maxSlab {
+	if st.Keys != len(keys)/10 || st.SlabBytes > 2*st.LiveBytes+2*slabSize(st.LiveBytes) {
 		t.Fatalf("after deleting 90%%: %+v (loaded %+v)", st, loaded)
 	}
 	tenth := heap()

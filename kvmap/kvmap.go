@@ -180,18 +180,23 @@ func (m *Map) alloc(size int) item {
 		return item{slab: uint32(n)}
 	}
 	if m.active < 0 || m.meta[m.active].used+size > len(m.t.slabs[m.active]) {
-		// The next slab is an eighth of the data held (a power of two
-		// between minSlab and maxSlab), so small maps stay small.
-		want := minSlab
-		for want < maxSlab && want < m.liveBytes/8 {
-			want *= 2
-		}
-		m.active = m.newSlab(max(want, size))
+		m.active = m.newSlab(max(slabSize(m.liveBytes), size))
 	}
 	off := m.meta[m.active].used
 	m.meta[m.active].used += size
 	m.usedBytes += size
 	return item{slab: uint32(m.active), off: uint32(off)}
+}
+
+// slabSize is the size of the next slab of a map holding live bytes: an
+// eighth of them (a power of two between minSlab and maxSlab), so that
+// small maps stay small and big ones have few slabs.
+func slabSize(live int) int {
+	want := minSlab
+	for want < maxSlab && want < live/8 {
+		want *= 2
+	}
+	return want
 }
 
 // newSlab allocates a slab of size bytes and returns its number.
