@@ -80,8 +80,8 @@ func Quick() Suite {
 		},
 		Join:   JoinParams{Impls: bothImpls, Keys: 1000, Pubs: 1, Rate: 2000, Dur: time.Second, Joiners: 2},
 		Fanout: FanoutParams{Impls: bothImpls, Subs: 20, Groups: 2, Rate: 500, N: 200},
-		GCTail: GCTailParams{Impls: gcImpls, Keys: 20_000, TTLEvery: 10, Loaders: 2, Snapshots: 1,
-			Quiet: 300 * time.Millisecond, Rate: 2000, For: time.Second, HighRate: 10_000, HighFor: 500 * time.Millisecond},
+		GCTail: GCTailParams{Impls: gcImpls, Keys: 10_000, TTLEvery: 10, Loaders: 2, Snapshots: 1,
+			Quiet: 200 * time.Millisecond, Rate: 2000, For: 500 * time.Millisecond, HighRate: 10_000, HighFor: 300 * time.Millisecond},
 	}
 }
 
