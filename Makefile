@@ -55,6 +55,7 @@ fuzz: deps
 	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./kvmsg/
 	$(GO) test -run='^$$' -fuzz='^FuzzProps$$' -fuzztime=$(FUZZTIME) ./kvmsg/
 	$(GO) test -run='^$$' -fuzz='^FuzzSnapshotRequest$$' -fuzztime=$(FUZZTIME) ./actors/
+	$(GO) test -run='^$$' -fuzz='^FuzzMap$$' -fuzztime=$(FUZZTIME) ./kvmap/
 
 # bench: the full benchmark (clonekv | baseline | ratio, at most about 5 min
 # on 2 cores); tables on stdout, JSON and an HTML chart in bench/results/.

@@ -10,7 +10,6 @@ require (
 	github.com/prometheus/client_golang v1.17.0
 	github.com/prometheus/client_model v0.5.0
 	github.com/prometheus/common v0.44.0
-	github.com/tidwall/btree v1.8.2
 )
 
 require (

@@ -14,6 +14,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/clonekv/clonekv/bench/baseline"
@@ -26,6 +27,10 @@ const (
 	ImplClonekv  = "clonekv"
 	ImplBaseline = "baseline"
 	ImplRelay    = "relay" // updates only: it has no snapshot port and no map
+	// ImplClonekvGCOff is clonekv with the collector off (clonesrv
+	// --gc-percent -1): the gc-tail case's reference for the GC's share of
+	// the latency tail.
+	ImplClonekvGCOff = "clonekv-gc-off"
 )
 
 // Target is one running server under test: base port P (snapshots at P,
@@ -35,10 +40,14 @@ type Target struct {
 	Port int
 	PID  int
 	stop func() error
+	gc   func() (GCSample, error)
 }
 
 // Stop stops the server and waits for it.
 func (t *Target) Stop() error { return t.stop() }
+
+// GC returns the server's collector figures so far.
+func (t *Target) GC() (GCSample, error) { return t.gc() }
 
 // Launcher starts servers under test.
 type Launcher interface {
@@ -94,6 +103,7 @@ func (l *ExecLauncher) Launch(ctx context.Context, impl string) (*Target, error)
 		}
 	}
 	portc := make(chan int, 1)
+	gcc := make(chan string, 1)
 	go func() { // owner: this launch; ends when the child closes stdout
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
@@ -102,12 +112,32 @@ func (l *ExecLauncher) Launch(ctx context.Context, impl string) (*Target, error)
 					portc <- n
 				}
 			}
+			if g, ok := strings.CutPrefix(sc.Text(), gcReply); ok {
+				select {
+				case gcc <- g:
+				default: // nobody asked: drop
+				}
+			}
 		}
 		done <- cmd.Wait()
 	}()
+	var gcMu sync.Mutex
+	gc := func() (GCSample, error) { // one question at a time on the child's stdin
+		gcMu.Lock()
+		defer gcMu.Unlock()
+		if _, err := io.WriteString(stdin, gcQuery+"\n"); err != nil {
+			return GCSample{}, fmt.Errorf("%s: ask for gc figures: %w", impl, err)
+		}
+		select {
+		case line := <-gcc:
+			return parseGCSample(line)
+		case <-time.After(5 * time.Second):
+			return GCSample{}, fmt.Errorf("%s: no gc figures in 5s", impl)
+		}
+	}
 	select {
 	case port := <-portc:
-		return &Target{Impl: impl, Port: port, PID: cmd.Process.Pid, stop: stop}, nil
+		return &Target{Impl: impl, Port: port, PID: cmd.Process.Pid, stop: stop, gc: gc}, nil
 	case <-time.After(readyTimeout):
 	case <-ctx.Done():
 	}
@@ -130,7 +160,7 @@ func (InProcessLauncher) Launch(ctx context.Context, impl string) (*Target, erro
 		return &Target{Impl: impl, Port: p, PID: os.Getpid(), stop: func() error {
 			cancel()
 			return <-done
-		}}, nil
+		}, gc: func() (GCSample, error) { return ReadGC(), nil }}, nil
 	case err := <-done:
 		cancel()
 		return nil, err
@@ -147,9 +177,13 @@ func Serve(ctx context.Context, impl string, port int, ready func(port int)) err
 	quiet := slog.New(slog.DiscardHandler)
 	var run func(context.Context) error
 	switch impl {
-	case ImplClonekv:
-		// As clonesrv runs it (its --gc-percent default).
-		debug.SetGCPercent(server.DefaultGCPercent)
+	case ImplClonekv, ImplClonekvGCOff:
+		// As clonesrv runs it (its --gc-percent default, or -1).
+		gcPercent := server.DefaultGCPercent
+		if impl == ImplClonekvGCOff {
+			gcPercent = -1
+		}
+		defer debug.SetGCPercent(debug.SetGCPercent(gcPercent))
 		srv, err := server.New(server.Config{Bind: "127.0.0.1", Port: port, Logger: quiet})
 		if err != nil {
 			return fmt.Errorf("serve clonekv: %w", err)
@@ -176,7 +210,7 @@ func Serve(ctx context.Context, impl string, port int, ready func(port int)) err
 		}
 		port, run = srv.Port(), srv.Run
 	default:
-		return fmt.Errorf("serve: unknown impl %q (want %s, %s or %s)", impl, ImplClonekv, ImplBaseline, ImplRelay)
+		return fmt.Errorf("serve: unknown impl %q (want %s, %s, %s or %s)", impl, ImplClonekv, ImplClonekvGCOff, ImplBaseline, ImplRelay)
 	}
 	// Both poll at most 100 ms, so they serve as soon as Run has started.
 	done := make(chan error, 1)
@@ -186,8 +220,10 @@ func Serve(ctx context.Context, impl string, port int, ready func(port int)) err
 }
 
 // ServeMain is the child side of ExecLauncher: it serves impl, prints
-// "PORT n" to out, and stops when stdin reaches EOF or ctx is done. With
-// cpuprofile set it writes a CPU profile of its whole life there.
+// "PORT n" to out, answers each "gc?" line on stdin with a "GC ..." line
+// (its collector figures, see GCSample), and stops when stdin reaches EOF
+// or ctx is done. With cpuprofile set it writes a CPU profile of its whole
+// life there.
 func ServeMain(ctx context.Context, impl string, port int, cpuprofile string, stdin io.Reader, out io.Writer) error {
 	if cpuprofile != "" {
 		f, err := os.Create(cpuprofile)
@@ -202,9 +238,20 @@ func ServeMain(ctx context.Context, impl string, port int, cpuprofile string, st
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var outMu sync.Mutex // the ready callback and the stdin reader both write
+	say := func(format string, args ...any) {
+		outMu.Lock()
+		defer outMu.Unlock()
+		fmt.Fprintf(out, format, args...)
+	}
 	go func() { // owner: ServeMain; ends at EOF, which the parent causes
-		_, _ = io.Copy(io.Discard, stdin)
+		sc := bufio.NewScanner(stdin)
+		for sc.Scan() {
+			if sc.Text() == gcQuery {
+				say("%s%s\n", gcReply, ReadGC().format())
+			}
+		}
 		cancel()
 	}()
-	return Serve(ctx, impl, port, func(p int) { fmt.Fprintf(out, "PORT %d\n", p) })
+	return Serve(ctx, impl, port, func(p int) { say("PORT %d\n", p) })
 }

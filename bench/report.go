@@ -147,6 +147,10 @@ func (r *Report) Tables() []Table {
 			},
 		})
 	}
+	if k, ok := find(r.GCTail, func(x GCTailResult) string { return x.Impl }, ImplClonekv); ok {
+		off, _ := find(r.GCTail, func(x GCTailResult) string { return x.Impl }, ImplClonekvGCOff)
+		ts = append(ts, gcTailTable(k, off))
+	}
 	return ts
 }
 

@@ -17,19 +17,22 @@ type Suite struct {
 	Map     MapParams
 	Join    JoinParams
 	Fanout  FanoutParams
+	GCTail  GCTailParams
 }
 
 // AllCases are the case names, in the order they run. "snapshot" also
 // measures memory per key and, on the same loaded server, "ttl".
-var AllCases = []string{"updates", "snapshot", "join-under-load", "fanout"}
+var AllCases = []string{"updates", "snapshot", "join-under-load", "fanout", "gc-tail"}
 
 var (
 	bothImpls  = []string{ImplBaseline, ImplClonekv}
 	threeImpls = []string{ImplBaseline, ImplClonekv, ImplRelay}
+	gcImpls    = []string{ImplClonekv, ImplClonekvGCOff}
 )
 
 // Full is `make bench`: every target of the benchmark issue, sized to run
-// in about four minutes on two cores.
+// in about five minutes on two cores (gc-tail's two 1M-key servers take
+// about one).
 func Full() Suite {
 	return Suite{
 		Name:  "full",
@@ -53,6 +56,8 @@ func Full() Suite {
 		},
 		Join:   JoinParams{Impls: bothImpls, Keys: 10_000, Pubs: 2, Rate: 10_000, Dur: 3 * time.Second, Joiners: 4},
 		Fanout: FanoutParams{Impls: bothImpls, Subs: 1000, Groups: 8, Rate: 100, N: 300},
+		GCTail: GCTailParams{Impls: gcImpls, Keys: 1_000_000, TTLEvery: 10, Loaders: 4, Snapshots: 3,
+			Quiet: 3 * time.Second, Rate: 20_000, For: 10 * time.Second, HighRate: 100_000, HighFor: 3 * time.Second},
 	}
 }
 
@@ -76,6 +81,8 @@ func Quick() Suite {
 		},
 		Join:   JoinParams{Impls: bothImpls, Keys: 1000, Pubs: 1, Rate: 2000, Dur: time.Second, Joiners: 2},
 		Fanout: FanoutParams{Impls: bothImpls, Subs: 20, Groups: 2, Rate: 500, N: 200},
+		GCTail: GCTailParams{Impls: gcImpls, Keys: 10_000, TTLEvery: 10, Loaders: 2, Snapshots: 1,
+			Quiet: 200 * time.Millisecond, Rate: 2000, For: 500 * time.Millisecond, HighRate: 10_000, HighFor: 300 * time.Millisecond},
 	}
 }
 
@@ -108,6 +115,7 @@ type Report struct {
 	Map      []MapResult      `json:"snapshot,omitempty"`
 	JoinLoad []JoinLoadResult `json:"join_under_load,omitempty"`
 	Fanout   []FanoutResult   `json:"fanout,omitempty"`
+	GCTail   []GCTailResult   `json:"gc_tail,omitempty"`
 }
 
 // Run runs the suite's cases in order with servers from l.
@@ -127,6 +135,8 @@ func Run(ctx context.Context, s Suite, l Launcher, prog *Progress) (*Report, err
 			rep.JoinLoad, err = runJoinLoad(ctx, l, s.Join, prog)
 		case "fanout":
 			rep.Fanout, err = runFanout(ctx, l, s.Fanout, prog)
+		case "gc-tail":
+			rep.GCTail, err = runGCTail(ctx, l, s.GCTail, prog)
 		default:
 			err = fmt.Errorf("unknown case %q (want one of %v)", c, AllCases)
 		}

@@ -113,7 +113,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("clonebench serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	impl := fs.String("impl", bench.ImplClonekv, "server to run: clonekv, baseline or relay")
+	impl := fs.String("impl", bench.ImplClonekv, "server to run: clonekv, clonekv-gc-off, baseline or relay")
 	port := fs.Int("port", 0, "base port (0: a free one)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the server to this file")
 	if err := fs.Parse(args); err != nil {
