@@ -33,6 +33,8 @@ type statsCollector struct {
 	sequence, keys, backlog, inFlight                          *prometheus.Desc
 	snapshots, snapshotKeys, snapshotSeconds, snapshotsAborted *prometheus.Desc
 	connections, connAccepted, handshakes, handshakesFailed    *prometheus.Desc
+	streamsStalled, snapshotsWaiting, pinnedViewAge            *prometheus.Desc
+	snapshotAborts, snapshotRefusals                           *prometheus.Desc
 }
 
 func newStatsCollector(src Source) *statsCollector {
@@ -58,6 +60,11 @@ func newStatsCollector(src Source) *statsCollector {
 		connAccepted:     d("connections_accepted_total", "TCP connections accepted, per server socket.", "socket"),
 		handshakes:       d("handshakes_total", "ZMTP handshakes completed, per server socket (with CURVE: clients admitted).", "socket"),
 		handshakesFailed: d("handshakes_failed_total", "Handshakes failed, per server socket (with CURVE: refused clients).", "socket"),
+		streamsStalled:   d("snapshot_streams_stalled", "Snapshot streams in flight whose client took nothing for a second or more (they do not hold a stream slot)."),
+		snapshotsWaiting: d("snapshot_requests_waiting", "Snapshot requests queued for a stream slot."),
+		pinnedViewAge:    d("snapshot_pinned_view_age_seconds", "Age of the oldest map version a snapshot stream holds (0: none)."),
+		snapshotAborts:   d("snapshot_streams_aborted_total", "Snapshot streams ended before their KTHXBAI, by reason (stalled: no progress within the deadline; peer_gone; stopped).", "reason"),
+		snapshotRefusals: d("snapshot_requests_refused_total", "Snapshot requests answered with a refused KTHXBAI, by reason (busy, too_many_requests).", "reason"),
 	}
 }
 
@@ -66,6 +73,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.accepted, c.published, c.rejected, c.expirations, c.hugz, c.sequence, c.keys, c.backlog, c.inFlight,
 		c.snapshots, c.snapshotKeys, c.snapshotSeconds, c.snapshotsAborted,
 		c.connections, c.connAccepted, c.handshakes, c.handshakesFailed,
+		c.streamsStalled, c.snapshotsWaiting, c.pinnedViewAge, c.snapshotAborts, c.snapshotRefusals,
 	} {
 		ch <- d
 	}
@@ -95,6 +103,15 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.snapshotKeys, st.SnapshotKeys.Load())
 	ch <- prometheus.MustNewConstSummary(c.snapshotSeconds, uint64(served), float64(st.SnapshotNanos.Load())/1e9, nil)
 	counter(c.snapshotsAborted, st.SnapshotsAborted.Load())
+	gauge(c.streamsStalled, st.StreamsStalled.Load())
+	gauge(c.snapshotsWaiting, st.SnapshotsWaiting.Load())
+	ch <- prometheus.MustNewConstMetric(c.pinnedViewAge, prometheus.GaugeValue, float64(st.PinnedViewNanos.Load())/1e9)
+	for _, r := range st.SnapshotAborts.All() {
+		counter(c.snapshotAborts, r.Count, r.Reason)
+	}
+	for _, r := range st.SnapshotRefusals.All() {
+		counter(c.snapshotRefusals, r.Count, r.Reason)
+	}
 	for _, p := range c.src.Peers() {
 		gauge(c.connections, p.Connected, p.Socket)
 		counter(c.connAccepted, p.Accepted, p.Socket)

@@ -22,6 +22,15 @@ const DefaultPort = 5556
 // work). Programs embedding the server choose their own.
 const DefaultGCPercent = 50
 
+// Snapshot stream defaults (Config.MaxStreams, MaxWaiting,
+// MaxWaitingPerPeer, SnapshotDeadline).
+const (
+	DefaultMaxStreams        = 64
+	DefaultMaxWaiting        = 4096
+	DefaultMaxWaitingPerPeer = 16
+	DefaultSnapshotDeadline  = 10 * time.Second
+)
+
 // Collector socket types.
 const (
 	CollectorPull = "pull" // Model Five: clients PUSH their updates
@@ -58,6 +67,19 @@ type Config struct {
 	// PubLinger is how long shutdown keeps flushing published updates to
 	// subscribers; default 1s.
 	PubLinger time.Duration
+
+	// Snapshot streams. MaxStreams is how many stream at once (default
+	// 64); later requests wait, at most MaxWaiting in all (default 4096)
+	// and MaxWaitingPerPeer from one client (default 16), and past those
+	// are answered at once with a KTHXBAI refused=busy or
+	// refused=too_many_requests. SnapshotDeadline ends a stream whose
+	// client takes nothing for that long (default 10s; KTHXBAI
+	// refused=stalled) and frees the map version it held; a stream idle for
+	// a second already stops holding one of the MaxStreams slots.
+	MaxStreams        int
+	MaxWaiting        int
+	MaxWaitingPerPeer int
+	SnapshotDeadline  time.Duration
 
 	// BatchMax is how many updates the collector reads per batch (default
 	// 64) and Credits how many batches may be in the pipeline at once
@@ -125,6 +147,18 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.PubLinger <= 0 {
 		out.PubLinger = time.Second
+	}
+	if out.MaxStreams <= 0 {
+		out.MaxStreams = DefaultMaxStreams
+	}
+	if out.MaxWaiting <= 0 {
+		out.MaxWaiting = DefaultMaxWaiting
+	}
+	if out.MaxWaitingPerPeer <= 0 {
+		out.MaxWaitingPerPeer = DefaultMaxWaitingPerPeer
+	}
+	if out.SnapshotDeadline <= 0 {
+		out.SnapshotDeadline = DefaultSnapshotDeadline
 	}
 	if out.BatchMax <= 0 {
 		out.BatchMax = 64

@@ -227,7 +227,8 @@ func (s *Server) spawn(sys *actor.ActorSystem) (*pids, error) {
 	}, resume))
 	snapshot := actors.NewSnapshot(actors.SnapshotConfig{
 		Store: p.store, Stats: s.stats, Log: rejects, Logger: s.log, MaxSubtree: s.cfg.Limits.MaxKey,
-		Router: sys.NewLocalPID("router"),
+		Router: sys.NewLocalPID("router"), MaxStreams: s.cfg.MaxStreams, MaxWaiting: s.cfg.MaxWaiting,
+		MaxWaitingPerPeer: s.cfg.MaxWaitingPerPeer, Deadline: s.cfg.SnapshotDeadline,
 	})
 	p.snapshot = spawn("snapshot", actor.PropsFromProducer(func() actor.Actor { return snapshot }, resume))
 	router, err := adapter.NewRouter(adapter.RouterConfig{Socket: s.router, Context: s.zctx, Target: p.snapshot, Logger: s.log})

@@ -50,6 +50,14 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 			bad(key, "must not be negative")
 		}
 	}
+	for key, n := range map[string]int{"max-streams": c.MaxStreams, "max-waiting": c.MaxWaiting, "max-waiting-per-peer": c.MaxWaitingPerPeer} {
+		if n < 1 {
+			bad(key, "must be positive")
+		}
+	}
+	if c.SnapshotDeadline <= 0 {
+		bad("snapshot-deadline", "must be positive")
+	}
 	log, err := logging.New(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		if _, err := logging.New(stderr, f.logLevel, "text"); err != nil {
