@@ -258,7 +258,7 @@ func (a *Snapshot) request(ctx actor.Context, req *adapter.Request) {
 // lands between another snapshot's messages.
 func (a *Snapshot) refuse(ctx actor.Context, peer, subtree []byte, reason string, attrs ...any) {
 	a.cfg.Stats.SnapshotRefusals.Add(reason, 1)
-	a.cfg.Log.Note(stats.SourceSnapshot, "snapshot request refused", append([]any{"reason", reason}, attrs...)...)
+	a.cfg.Log.Note(stats.SourceSnapshot, slog.LevelWarn, "snapshot request refused", append([]any{"reason", reason}, attrs...)...)
 	if s := a.active[string(peer)]; s != nil && !s.ending {
 		if l := a.later[string(peer)]; len(l) < a.cfg.MaxWaitingPerPeer {
 			a.later[string(peer)] = append(l, string(subtree))
@@ -408,7 +408,7 @@ func (a *Snapshot) abort(ctx actor.Context, s *stream, reason string, err error)
 	delete(a.later, string(s.peer))
 	attrs := []any{"peer", fmt.Sprintf("%x", s.peer), "subtree", string(s.subtree), "keys_sent", s.keys, "reason", reason}
 	if reason == RefusedStalled {
-		a.cfg.Log.Note(stats.SourceSnapshot, "snapshot stream ended: the client took nothing", append(attrs, "idle", time.Since(s.progress).Round(time.Millisecond))...)
+		a.cfg.Log.Note(stats.SourceSnapshot, slog.LevelWarn, "snapshot stream ended: the client took nothing", append(attrs, "idle", time.Since(s.progress).Round(time.Millisecond))...)
 		a.sendRefusal(ctx, s.peer, s.subtree, reason, true)
 	} else {
 		a.cfg.Logger.Debug("snapshot abandoned", append(attrs, "err", err)...)

@@ -35,6 +35,7 @@ type statsCollector struct {
 	connections, connAccepted, handshakes, handshakesFailed    *prometheus.Desc
 	streamsStalled, snapshotsWaiting, pinnedViewAge            *prometheus.Desc
 	snapshotAborts, snapshotRefusals                           *prometheus.Desc
+	connClosed                                                 *prometheus.Desc
 }
 
 func newStatsCollector(src Source) *statsCollector {
@@ -64,6 +65,7 @@ func newStatsCollector(src Source) *statsCollector {
 		snapshotsWaiting: d("snapshot_requests_waiting", "Snapshot requests queued for a stream slot."),
 		pinnedViewAge:    d("snapshot_pinned_view_age_seconds", "Age of the oldest map version a snapshot stream holds (0: none)."),
 		snapshotAborts:   d("snapshot_streams_aborted_total", "Snapshot streams ended before their KTHXBAI, by reason (stalled: no progress within the deadline; peer_gone; stopped).", "reason"),
+		connClosed:       d("connections_closed_total", "Connections ended, per server socket and reason: closed (by the peer, or dropped by libzmq for a frame over the socket's size limit, missed heartbeats or a protocol error; libzmq 4.3 does not tell these apart).", "socket", "reason"),
 		snapshotRefusals: d("snapshot_requests_refused_total", "Snapshot requests answered with a refused KTHXBAI, by reason (busy, too_many_requests).", "reason"),
 	}
 }
@@ -73,7 +75,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.accepted, c.published, c.rejected, c.expirations, c.hugz, c.sequence, c.keys, c.backlog, c.inFlight,
 		c.snapshots, c.snapshotKeys, c.snapshotSeconds, c.snapshotsAborted,
 		c.connections, c.connAccepted, c.handshakes, c.handshakesFailed,
-		c.streamsStalled, c.snapshotsWaiting, c.pinnedViewAge, c.snapshotAborts, c.snapshotRefusals,
+		c.streamsStalled, c.snapshotsWaiting, c.pinnedViewAge, c.snapshotAborts, c.snapshotRefusals, c.connClosed,
 	} {
 		ch <- d
 	}
@@ -117,5 +119,6 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.connAccepted, p.Accepted, p.Socket)
 		counter(c.handshakes, p.Handshakes, p.Socket)
 		counter(c.handshakesFailed, p.Failed, p.Socket)
+		counter(c.connClosed, p.Closed, p.Socket, "closed")
 	}
 }

@@ -52,9 +52,15 @@ type Config struct {
 	// ReapInterval is how often expired keys are looked for; default 100ms,
 	// so a key is deleted at most about that long after its ttl passes.
 	ReapInterval time.Duration
-	// Limits bound keys and bodies of client updates; zero fields take
-	// kvmsg.DefaultLimits.
+	// Limits bound keys, bodies and properties of client updates; zero
+	// fields take kvmsg.DefaultLimits.
 	Limits kvmsg.Limits
+	// MaxKeys and MaxBytes bound what the store holds (0: no bound): keys,
+	// and bytes of keys, UUIDs, properties and values. When full, an update
+	// that would add a key or bytes is rejected (counted as max_keys or
+	// max_bytes, logged); deletes and updates that fit still go through.
+	MaxKeys  int
+	MaxBytes int64
 
 	// High-water marks, in messages. PubHWM bounds what queues for each
 	// subscriber (default 10000; a subscriber that falls further behind loses
@@ -133,6 +139,12 @@ func (c *Config) withDefaults() (Config, error) {
 	if out.Limits.MaxBody <= 0 {
 		out.Limits.MaxBody = kvmsg.DefaultMaxBody
 	}
+	if out.Limits.MaxProps <= 0 {
+		out.Limits.MaxProps = kvmsg.DefaultMaxProps
+	}
+	if out.MaxKeys < 0 || out.MaxBytes < 0 {
+		return out, fmt.Errorf("max keys %d, max bytes %d: want 0 (no bound) or more", out.MaxKeys, out.MaxBytes)
+	}
 	if out.Limits.MaxKey > 1<<16-1 {
 		return out, fmt.Errorf("key limit %d too large (max 65535)", out.Limits.MaxKey)
 	}
@@ -188,4 +200,12 @@ func (c *Config) withDefaults() (Config, error) {
 var reservedNames = map[string]bool{
 	"store": true, "collector": true, "snapshot": true, "publisher": true, "reaper": true,
 	"heartbeat": true, "pub-writer": true, "collector-reader": true, "router": true,
+}
+
+// maxCollectorFrame is the collector socket's ZMQ_MAXMSGSIZE: a frame far
+// beyond the body and properties limits disconnects its sender (libzmq
+// reads a frame's announced size first and would buffer it whole); anything
+// up to it is received, then rejected and counted by the collector.
+func (c *Config) maxCollectorFrame() int64 {
+	return int64(4*max(c.Limits.MaxBody, c.Limits.MaxProps) + 1<<20)
 }

@@ -129,7 +129,7 @@ func (s *Server) bind() error {
 		// rejected and counted by the collector.
 		{Type: collectorType, Offset: 2, Options: transport.Options{
 			CurveServer: curve, RcvHWM: s.cfg.CollectorHWM, Subscribe: subscribe,
-			MaxMsgSize: int64(4*s.cfg.Limits.MaxBody + 1<<20),
+			MaxMsgSize: s.cfg.maxCollectorFrame(),
 		}},
 	})
 	if err != nil {
@@ -217,7 +217,8 @@ func (s *Server) spawn(sys *actor.ActorSystem) (*pids, error) {
 	// The handler list: the publisher first (it returns the credits), then
 	// the reaper, then extensions. Adding a built-in handler is one line here.
 	handlers := append([]*actor.PID{p.publisher, p.reaper}, p.handlers...)
-	store := actors.NewStore(actors.StoreConfig{Handlers: handlers, Stats: s.stats})
+	store := actors.NewStore(actors.StoreConfig{Handlers: handlers, Stats: s.stats,
+		Capacity: &actors.Capacity{MaxKeys: s.cfg.MaxKeys, MaxBytes: s.cfg.MaxBytes, Log: rejects}})
 	p.store = spawn(storeName, actor.PropsFromProducer(func() actor.Actor { return store }, resume))
 	if firstErr == nil && !p.store.Equal(storePID) {
 		firstErr = fmt.Errorf("store spawned as %v, want %v", p.store, storePID)

@@ -5,6 +5,7 @@
 package stats
 
 import (
+	"context"
 	"log/slog"
 	"sort"
 	"sync"
@@ -172,10 +173,10 @@ func (l *RejectLog) allow(src Source, now time.Time) (suppressed int64, ok bool)
 	return suppressed, true
 }
 
-// Note logs an event from src at warn, rate-limited like Reject, without
+// Note logs an event from src at level, rate-limited like Reject, without
 // counting it as rejected input (the caller keeps its own counter): a
 // refused join, a dropped connection.
-func (l *RejectLog) Note(src Source, msg string, attrs ...any) {
+func (l *RejectLog) Note(src Source, level slog.Level, msg string, attrs ...any) {
 	suppressed, ok := l.allow(src, time.Now())
 	if !ok {
 		return
@@ -184,5 +185,5 @@ func (l *RejectLog) Note(src Source, msg string, attrs ...any) {
 	if suppressed > 0 {
 		args = append(args, "suppressed_since_last", suppressed)
 	}
-	l.Logger.Warn(msg, args...)
+	l.Logger.Log(context.Background(), level, msg, args...)
 }

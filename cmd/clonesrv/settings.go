@@ -45,6 +45,15 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 	if c.Limits.MaxBody < 1 {
 		bad("max-body", "must be at least 1")
 	}
+	if c.Limits.MaxProps < 1 {
+		bad("max-props", "must be at least 1")
+	}
+	if c.MaxKeys < 0 {
+		bad("max-keys", "must not be negative (0: no bound)")
+	}
+	if c.MaxBytes < 0 {
+		bad("max-bytes", "must not be negative (0: no bound)")
+	}
 	for key, n := range map[string]int{"pub-hwm": c.PubHWM, "router-hwm": c.RouterHWM, "collector-hwm": c.CollectorHWM} {
 		if n < 0 {
 			bad(key, "must not be negative")
