@@ -8,6 +8,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // DefaultPort is the base port P of the Guide's clone examples: the snapshot
@@ -29,6 +30,12 @@ const (
 	DefaultMaxWaiting        = 4096
 	DefaultMaxWaitingPerPeer = 16
 	DefaultSnapshotDeadline  = 10 * time.Second
+)
+
+// ZMTP heartbeat defaults (Config.ZMTPHeartbeat, ZMTPHeartbeatTimeout).
+const (
+	DefaultZMTPHeartbeat        = 5 * time.Second
+	DefaultZMTPHeartbeatTimeout = 30 * time.Second
 )
 
 // Collector socket types.
@@ -86,6 +93,16 @@ type Config struct {
 	MaxWaiting        int
 	MaxWaitingPerPeer int
 	SnapshotDeadline  time.Duration
+
+	// ZMTPHeartbeat is the ZMTP heartbeat interval on all three sockets
+	// (default 5s; negative turns them off): a peer from which nothing
+	// arrives for ZMTPHeartbeatTimeout after a PING (default 30s) is
+	// disconnected, freeing its slot, its queues and its snapshot stream.
+	// The timeout is also the TTL the PINGs ask the peer to apply to us. A
+	// reader whose queue is full does not answer either, so the timeout
+	// must exceed the longest pause of a legitimate slow reader.
+	ZMTPHeartbeat        time.Duration
+	ZMTPHeartbeatTimeout time.Duration
 
 	// BatchMax is how many updates the collector reads per batch (default
 	// 64) and Credits how many batches may be in the pipeline at once
@@ -172,6 +189,15 @@ func (c *Config) withDefaults() (Config, error) {
 	if out.SnapshotDeadline <= 0 {
 		out.SnapshotDeadline = DefaultSnapshotDeadline
 	}
+	if out.ZMTPHeartbeat == 0 {
+		out.ZMTPHeartbeat = DefaultZMTPHeartbeat
+	}
+	if out.ZMTPHeartbeatTimeout <= 0 {
+		out.ZMTPHeartbeatTimeout = max(DefaultZMTPHeartbeatTimeout, 3*out.ZMTPHeartbeat)
+	}
+	if out.ZMTPHeartbeat > 0 && out.ZMTPHeartbeatTimeout < out.ZMTPHeartbeat {
+		return out, fmt.Errorf("zmtp heartbeat timeout %v is shorter than the interval %v", out.ZMTPHeartbeatTimeout, out.ZMTPHeartbeat)
+	}
 	if out.BatchMax <= 0 {
 		out.BatchMax = 64
 	}
@@ -208,4 +234,12 @@ var reservedNames = map[string]bool{
 // up to it is received, then rejected and counted by the collector.
 func (c *Config) maxCollectorFrame() int64 {
 	return int64(4*max(c.Limits.MaxBody, c.Limits.MaxProps) + 1<<20)
+}
+
+// heartbeat is the ZMTP heartbeat option of the server's sockets (nil: off).
+func (c *Config) heartbeat() *transport.Heartbeat {
+	if c.ZMTPHeartbeat <= 0 {
+		return nil
+	}
+	return &transport.Heartbeat{Interval: c.ZMTPHeartbeat, Timeout: c.ZMTPHeartbeatTimeout, TTL: c.ZMTPHeartbeatTimeout}
 }

@@ -118,17 +118,17 @@ func (s *Server) bind() error {
 	curve := s.cfg.Curve.curveServer()
 	socks, port, err := transport.BindPorts(s.zctx, s.cfg.Bind, s.cfg.Port, []transport.PortSpec{
 		{Type: zmq.ROUTER, Offset: 0, Options: transport.Options{
-			CurveServer: curve, SndHWM: s.cfg.RouterHWM, Mandatory: true,
+			CurveServer: curve, SndHWM: s.cfg.RouterHWM, Mandatory: true, Heartbeat: s.cfg.heartbeat(),
 			MaxMsgSize: int64(4*s.cfg.Limits.MaxKey + 1<<16),
 		}},
 		{Type: zmq.PUB, Offset: 1, Options: transport.Options{
-			CurveServer: curve, SndHWM: s.cfg.PubHWM, Linger: s.cfg.PubLinger,
+			CurveServer: curve, SndHWM: s.cfg.PubHWM, Linger: s.cfg.PubLinger, Heartbeat: s.cfg.heartbeat(),
 		}},
 		// A frame far beyond the body limit disconnects its sender rather
 		// than being buffered whole; anything up to it is received, then
 		// rejected and counted by the collector.
 		{Type: collectorType, Offset: 2, Options: transport.Options{
-			CurveServer: curve, RcvHWM: s.cfg.CollectorHWM, Subscribe: subscribe,
+			CurveServer: curve, RcvHWM: s.cfg.CollectorHWM, Subscribe: subscribe, Heartbeat: s.cfg.heartbeat(),
 			MaxMsgSize: s.cfg.maxCollectorFrame(),
 		}},
 	})

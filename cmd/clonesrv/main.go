@@ -63,6 +63,8 @@ func defineFlags(fs *flag.FlagSet, f *flags) {
 	fs.IntVar(&cfg.MaxWaiting, "max-waiting", server.DefaultMaxWaiting, "snapshot requests queued for a stream; past it requests get a KTHXBAI refused=busy")
 	fs.IntVar(&cfg.MaxWaitingPerPeer, "max-waiting-per-peer", server.DefaultMaxWaitingPerPeer, "snapshot requests queued from one client; past it refused=too_many_requests")
 	fs.DurationVar(&cfg.SnapshotDeadline, "snapshot-deadline", server.DefaultSnapshotDeadline, "end a snapshot stream whose client takes nothing for this long (KTHXBAI refused=stalled)")
+	fs.DurationVar(&cfg.ZMTPHeartbeat, "zmtp-heartbeat", server.DefaultZMTPHeartbeat, "ZMTP heartbeat (PING) interval on every socket; 0 turns ZMTP heartbeats off")
+	fs.DurationVar(&cfg.ZMTPHeartbeatTimeout, "zmtp-heartbeat-timeout", server.DefaultZMTPHeartbeatTimeout, "disconnect a peer from which nothing arrives this long after a PING (a vanished host, a stopped process)")
 	fs.DurationVar(&cfg.PubLinger, "pub-linger", time.Second, "how long shutdown keeps flushing published updates")
 	fs.IntVar(&f.gcPercent, "gc-percent", server.DefaultGCPercent, "Go GC target: heap growth allowed between collections, in percent of the live heap (Go's default is 100; lower uses less memory per key for a little more CPU; -1 turns the GC off)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -67,6 +67,12 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 	if c.SnapshotDeadline <= 0 {
 		bad("snapshot-deadline", "must be positive")
 	}
+	if c.ZMTPHeartbeat < 0 {
+		bad("zmtp-heartbeat", "must not be negative (0 turns ZMTP heartbeats off)")
+	}
+	if c.ZMTPHeartbeat > 0 && c.ZMTPHeartbeatTimeout < c.ZMTPHeartbeat {
+		bad("zmtp-heartbeat-timeout", "must be at least the interval (%v)", c.ZMTPHeartbeat)
+	}
 	log, err := logging.New(stderr, f.logLevel, f.logFormat)
 	if err != nil {
 		if _, err := logging.New(stderr, f.logLevel, "text"); err != nil {
@@ -105,6 +111,9 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 	c.Heartbeat = f.hugz
 	if f.hugz == 0 {
 		c.Heartbeat = -1
+	}
+	if c.ZMTPHeartbeat == 0 {
+		c.ZMTPHeartbeat = -1
 	}
 	c.Logger = log
 	if f.http != "" && !loopback(f.http) {
