@@ -269,9 +269,8 @@ func (a *Snapshot) refuse(ctx actor.Context, peer, subtree []byte, reason string
 }
 
 // sendRefusal hands the router a KTHXBAI with sequence 0, the subtree as
-// body and refused=reason; the router gives up on it after Deadline (the
-// peer may not be reading). replace drops what is still queued for the
-// peer first.
+// body and refused=reason. replace (a stalled stream's end) drops what is
+// still queued for the peer first.
 func (a *Snapshot) sendRefusal(ctx actor.Context, peer, subtree []byte, reason string, replace bool) {
 	if a.owed[string(peer)] >= a.cfg.MaxWaitingPerPeer && !replace {
 		return // the peer is not reading its refusals: one more says nothing new
@@ -282,8 +281,16 @@ func (a *Snapshot) sendRefusal(ctx actor.Context, peer, subtree []byte, reason s
 	var sb [kvmsg.SeqLen]byte
 	f.Add([]byte(kvmsg.KeySnapshotEnd), sb[:], nil, props, subtree)
 	a.owed[string(peer)]++
-	ctx.Send(a.cfg.Router, &adapter.Send{Peer: peer, Msgs: &f, ReplyTo: ctx.Self(), Tag: &refusal{string(peer)},
-		Replace: replace, Deadline: time.Now().Add(a.cfg.Deadline)})
+	send := &adapter.Send{Peer: peer, Msgs: &f, ReplyTo: ctx.Self(), Tag: &refusal{string(peer)}, Replace: replace}
+	if !replace {
+		// A refusal of a fresh request is worth little late. The one that
+		// ends a stalled stream waits for as long as the peer stays
+		// connected (one small message per peer; ZMTP heartbeats drop a
+		// peer that never reads), so that whatever it read of the stream
+		// is always followed by the KTHXBAI that says it is incomplete.
+		send.Deadline = time.Now().Add(a.cfg.Deadline)
+	}
+	ctx.Send(a.cfg.Router, send)
 }
 
 func (a *Snapshot) start(ctx actor.Context, s *stream) {
@@ -298,9 +305,10 @@ func (a *Snapshot) start(ctx actor.Context, s *stream) {
 // fill hands the router chunks until the stream has InFlight of them there.
 func (a *Snapshot) fill(ctx actor.Context, s *stream) {
 	for s.inflight < a.cfg.InFlight && !s.finished && !s.ending && s.cur != nil {
+		attained := s.keys
 		ch := a.produce(s)
 		s.inflight++
-		ctx.Send(a.cfg.Router, &adapter.Send{Peer: s.peer, Msgs: &ch.msgs, ReplyTo: ctx.Self(), Tag: ch})
+		ctx.Send(a.cfg.Router, &adapter.Send{Peer: s.peer, Msgs: &ch.msgs, ReplyTo: ctx.Self(), Tag: ch, Attained: attained})
 	}
 }
 

@@ -81,7 +81,7 @@ func wantRefusal(t *testing.T, s *adapter.Send, peer, subtree, reason string) {
 	m := last(t, s)
 	r, _ := m.Prop(kvmsg.PropRefused)
 	if string(s.Peer) != peer || s.Msgs.Len() != 1 || string(m.Key) != kvmsg.KeySnapshotEnd || m.Seq != 0 ||
-		string(m.Body) != subtree || r != reason || s.Deadline.IsZero() {
+		string(m.Body) != subtree || r != reason || s.Deadline.IsZero() != (reason == actors.RefusedStalled) {
 		t.Fatalf("got %d messages to %q ending %q seq %d body %q refused=%q (deadline %v), want one refused KTHXBAI to %q for %q refused=%s",
 			s.Msgs.Len(), s.Peer, m.Key, m.Seq, m.Body, r, s.Deadline, peer, subtree, reason)
 	}

@@ -38,7 +38,21 @@ type Send struct {
 	// peer: not wholly handed to the socket by then, it is dropped and
 	// reported with ErrExpired.
 	Deadline time.Time
+	// Attained is how many messages the peer's stream had been sent
+	// before this batch. Peers are served least attained first: in a turn,
+	// only the peers within attainedSlack of the least attained one that
+	// can take messages are written (all of them every fairTurns turns,
+	// so none starves). A fresh joiner thus gets the socket ahead of long
+	// streams, and of stalled peers whose buffers still absorb data, and is
+	// paced only by its own reading; joiners at a like point share it.
+	Attained int64
 }
+
+// Least-attained-first scheduling (Send.Attained).
+const (
+	attainedSlack = 2048
+	fairTurns     = 16
+)
 
 // Sent reports the outcome of a Send.
 type Sent struct {
@@ -168,6 +182,14 @@ type peerQueue struct {
 	backoff time.Duration // when full: the wait before retryAt
 }
 
+// attained is how many messages q's current stream has been sent.
+func (q *peerQueue) attained() int64 {
+	if len(q.batches) == 0 {
+		return 0
+	}
+	return q.batches[0].Attained + int64(q.next)
+}
+
 // wait returns how long the loop may sleep before q needs a turn: 0 when
 // it can send now, else until its retry or its first batch's deadline.
 func (q *peerQueue) wait(now time.Time) time.Duration {
@@ -194,6 +216,7 @@ func (r *Router) run(root *actor.RootContext) {
 
 	queues := make(map[string]*peerQueue)
 	var order []*peerQueue // round-robin order of non-empty queues
+	var turn int
 	rx := transport.NewReceiver(sock)
 
 	defer func() {
@@ -273,8 +296,20 @@ func (r *Router) run(root *actor.RootContext) {
 				}
 			}
 		}
-		// One turn of sending: each peer due a quantum, in order.
+		// One turn of sending: each peer due a quantum, in order, or on
+		// most turns only those near the least attained service.
 		now = time.Now()
+		turn++
+		least := int64(-1)
+		if turn%fairTurns != 0 {
+			for _, q := range order {
+				if len(q.batches) > 0 && q.wait(now) == 0 {
+					if a := q.attained(); least < 0 || a < least {
+						least = a
+					}
+				}
+			}
+		}
 		kept := order[:0]
 		for _, q := range order {
 			r.expire(root, q, now)
@@ -282,7 +317,7 @@ func (r *Router) run(root *actor.RootContext) {
 				delete(queues, string(q.peer))
 				continue
 			}
-			if q.full && now.Before(q.retryAt) {
+			if (q.full && now.Before(q.retryAt)) || (least >= 0 && q.attained() > least+attainedSlack) {
 				kept = append(kept, q)
 				continue
 			}
