@@ -44,14 +44,14 @@ type SnapshotConfig struct {
 	// MaxSubtree bounds the subtree a client may ask for (the key limit).
 	MaxSubtree int
 	// ChunkSize is how many KVSYNCs go to the router per batch (default
-	// 256), ChunkBytes how many bytes at most (default 256 KiB; a chunk
+	// 256), ChunkBytes how many bytes at most (default 64 KiB; a chunk
 	// holds at least one message), and InFlight how many batches per
 	// stream may wait there (default 2): together they bound the memory a
 	// stream holds while the socket paces it.
 	ChunkSize  int
 	ChunkBytes int
 	InFlight   int
-	// MaxStreams is how many snapshots stream at once (default 64); later
+	// MaxStreams is how many snapshots stream at once (default 512); later
 	// requests wait, up to MaxWaiting (default 4096) in all and
 	// MaxWaitingPerPeer (default 16) from one peer, then are refused.
 	MaxStreams        int
@@ -139,13 +139,13 @@ func NewSnapshot(cfg SnapshotConfig) *Snapshot {
 		cfg.ChunkSize = 256
 	}
 	if cfg.ChunkBytes <= 0 {
-		cfg.ChunkBytes = 256 << 10
+		cfg.ChunkBytes = 64 << 10
 	}
 	if cfg.InFlight <= 0 {
 		cfg.InFlight = 2
 	}
 	if cfg.MaxStreams <= 0 {
-		cfg.MaxStreams = 64
+		cfg.MaxStreams = 512
 	}
 	if cfg.MaxWaiting <= 0 {
 		cfg.MaxWaiting = 4096

@@ -41,7 +41,7 @@ func heapAfterGC() int64 {
 }
 
 // TestStalledJoiners is issue 11's behaviour 1: 70 joiners that ask for the
-// whole map and never read (more than the 64 stream slots) must neither
+// whole map and never read (more than the server's 64 stream slots) must neither
 // lock out a fresh joiner nor pin their map versions for ever. The fresh
 // joiner gets the whole map within freshJoinWithin; each stalled stream is
 // ended by the progress deadline (counted as stalled); the old map version
@@ -56,7 +56,9 @@ func TestStalledJoiners(t *testing.T) {
 	// ZMTP heartbeats off: with them, the server would drop the stalled
 	// peers (which answer no PING once their queues are full) after 30 s,
 	// before the last one here reads its refusal.
-	srv := startServer(t, server.Config{SnapshotDeadline: deadline, ZMTPHeartbeat: -1})
+	// 64 stream slots, so that 70 stalled joiners would hold them all if
+	// stalled streams kept their slots.
+	srv := startServer(t, server.Config{SnapshotDeadline: deadline, ZMTPHeartbeat: -1, MaxStreams: 64})
 	zctx := newContext(t, 0)
 	push := connect(t, zctx, zmq.PUSH, srv.Port(), 2, transport.Options{SndHWM: 100000})
 	defer push.Close()
