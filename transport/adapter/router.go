@@ -300,10 +300,13 @@ func (r *Router) run(root *actor.RootContext) {
 		// most turns only those near the least attained service.
 		now = time.Now()
 		turn++
+		// The least is taken over peers that took their last messages (not
+		// full): one that is only due a retry must not hold the others
+		// back until it has shown it can take something.
 		least := int64(-1)
 		if turn%fairTurns != 0 {
 			for _, q := range order {
-				if len(q.batches) > 0 && q.wait(now) == 0 {
+				if len(q.batches) > 0 && !q.full {
 					if a := q.attained(); least < 0 || a < least {
 						least = a
 					}
