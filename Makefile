@@ -41,12 +41,16 @@ lint: deps
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-# test: lint, then every test with the race detector, then the
+# test: lint, then every test with the race detector (the transport ones
+# also through the fallback I/O path), then the
 # million-key tests (too slow under -race) without it, then short fuzzing.
 test: lint test-race test-heavy fuzz bench-quick
 
+# The transport tests run a second time with the one-call cgo paths off
+# (tag clonekv_nofastio), so the portable fallback stays tested.
 test-race: deps browser-deps
 	$(GO) test -race -count=1 -timeout 10m ./...
+	$(GO) test -race -count=1 -tags clonekv_nofastio ./transport/...
 
 test-heavy: deps
 	$(GO) test -count=1 -timeout 10m -run 'Million' ./server/

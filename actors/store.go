@@ -50,6 +50,8 @@ type StoreConfig struct {
 	Now func() time.Time
 	// StartSeq is the sequence to continue from (0 for a fresh server).
 	StartSeq int64
+	// Capacity bounds the keys and bytes stored (nil: no bound).
+	Capacity *Capacity
 }
 
 // Store is the sequencer and the one writer of the key-value map: every
@@ -89,8 +91,11 @@ func (s *Store) Receive(ctx actor.Context) {
 
 func (s *Store) applyUpdates(items []Pending) []Update {
 	now := s.cfg.Now()
-	ups := make([]Update, len(items))
-	for i, p := range items {
+	ups := make([]Update, 0, len(items))
+	for _, p := range items {
+		if !s.cfg.Capacity.Admit(s.m, p.Msg) {
+			continue
+		}
 		s.seq++
 		msg := p.Msg
 		msg.Seq = s.seq
@@ -99,7 +104,7 @@ func (s *Store) applyUpdates(items []Pending) []Update {
 		if p.TTL > 0 && !msg.IsDelete() {
 			u.ExpiresAt = now.Add(p.TTL)
 		}
-		ups[i] = u
+		ups = append(ups, u)
 	}
 	return ups
 }
@@ -111,6 +116,7 @@ func (s *Store) applyExpiries(items []ExpireItem) []Update {
 		if !ok || e.Seq() != it.Seq {
 			continue // deleted or overwritten since the ttl was set
 		}
+		s.cfg.Capacity.Admit(s.m, kvmsg.Msg{Key: it.Key}) // a delete: its bytes come off
 		s.m.Delete(it.Key)
 		s.seq++
 		ups = append(ups, Update{Msg: kvmsg.Msg{Key: it.Key, Seq: s.seq}, Expired: true})

@@ -33,7 +33,7 @@ func joinFrames(sep byte, frames ...[]byte) []byte {
 // limit and a small body limit, so that an over-long body seed stays small.
 var seedLimits = kvmsg.Limits{MaxKey: kvmsg.DefaultMaxKey, MaxBody: 64}
 
-var fuzzLimits = []kvmsg.Limits{{}, kvmsg.DefaultLimits, seedLimits, {MaxKey: 3, MaxBody: 3}}
+var fuzzLimits = []kvmsg.Limits{{}, kvmsg.DefaultLimits, seedLimits, {MaxKey: 3, MaxBody: 3}, {MaxProps: 3}}
 
 // printableText is the spec of property text: valid UTF-8, no control
 // characters except tab, no DEL.
@@ -68,6 +68,8 @@ func reasonApplies(r kvmsg.Reason, frames [][]byte, lim kvmsg.Limits) bool {
 		return lim.MaxKey > 0 && len(frames[kvmsg.FrameKey]) > lim.MaxKey
 	case kvmsg.ReasonBodyTooLong:
 		return lim.MaxBody > 0 && len(frames[kvmsg.FrameBody]) > lim.MaxBody
+	case kvmsg.ReasonPropsTooLong:
+		return lim.MaxProps > 0 && len(frames[kvmsg.FrameProps]) > lim.MaxProps
 	case kvmsg.ReasonProps:
 		return kvmsg.ValidateProps(frames[kvmsg.FrameProps]) != nil
 	}

@@ -41,8 +41,9 @@ const (
 
 // Default size limits, as the Guide's kvmsg caps keys at 255 bytes.
 const (
-	DefaultMaxKey  = 255
-	DefaultMaxBody = 1 << 20
+	DefaultMaxKey   = 255
+	DefaultMaxBody  = 1 << 20
+	DefaultMaxProps = 64 << 10
 )
 
 // Msg is one Clone message. The zero value is a valid message with an empty
@@ -57,24 +58,26 @@ type Msg struct {
 
 // Limits bound what Decode accepts. A zero field means no limit.
 type Limits struct {
-	MaxKey  int
-	MaxBody int
+	MaxKey   int
+	MaxBody  int
+	MaxProps int // the properties frame, in bytes
 }
 
 // DefaultLimits are the limits the server uses unless configured otherwise.
-var DefaultLimits = Limits{MaxKey: DefaultMaxKey, MaxBody: DefaultMaxBody}
+var DefaultLimits = Limits{MaxKey: DefaultMaxKey, MaxBody: DefaultMaxBody, MaxProps: DefaultMaxProps}
 
 // Reason names why a message was rejected. The values are stable and short
 // so that they serve as metric labels and log attributes.
 type Reason string
 
 const (
-	ReasonFrameCount  Reason = "frame_count"
-	ReasonSeqLength   Reason = "seq_length"
-	ReasonUUIDLength  Reason = "uuid_length"
-	ReasonProps       Reason = "properties"
-	ReasonKeyTooLong  Reason = "key_too_long"
-	ReasonBodyTooLong Reason = "body_too_long"
+	ReasonFrameCount   Reason = "frame_count"
+	ReasonSeqLength    Reason = "seq_length"
+	ReasonUUIDLength   Reason = "uuid_length"
+	ReasonProps        Reason = "properties"
+	ReasonKeyTooLong   Reason = "key_too_long"
+	ReasonBodyTooLong  Reason = "body_too_long"
+	ReasonPropsTooLong Reason = "props_too_long"
 )
 
 // DecodeError reports a malformed message.
@@ -108,6 +111,9 @@ func Decode(frames [][]byte, lim Limits) (Msg, error) {
 	}
 	if lim.MaxBody > 0 && len(frames[FrameBody]) > lim.MaxBody {
 		return Msg{}, decodeErr(ReasonBodyTooLong, "body is %d bytes, limit %d", len(frames[FrameBody]), lim.MaxBody)
+	}
+	if lim.MaxProps > 0 && len(frames[FrameProps]) > lim.MaxProps {
+		return Msg{}, decodeErr(ReasonPropsTooLong, "properties are %d bytes, limit %d", len(frames[FrameProps]), lim.MaxProps)
 	}
 	if err := ValidateProps(frames[FrameProps]); err != nil {
 		return Msg{}, err

@@ -10,6 +10,12 @@ import (
 // PropTTL is the property that gives a key a time to live, in whole seconds.
 const PropTTL = "ttl"
 
+// PropRefused marks a KTHXBAI that refuses or abandons a snapshot (sequence
+// frame 0, no KVSYNC owed): its value says why ("busy",
+// "too_many_requests", "stalled"). A client should ask again after a
+// randomised back-off; the Guide's clients ignore properties.
+const PropRefused = "refused"
+
 // ValidateProps checks raw properties: zero or more lines "name=value\n",
 // each ending in a newline, each name non-empty, and only printable UTF-8
 // text (tabs allowed) in names and values.

@@ -36,6 +36,9 @@ type statsCollector struct {
 	snapshots, snapshotKeys, snapshotSeconds, snapshotsAborted *prometheus.Desc
 	connections, connAccepted, handshakes, handshakesFailed    *prometheus.Desc
 	hQueued, hLag, hHandled, hDropped, hPanics, hBusy          *prometheus.Desc
+	streamsStalled, snapshotsWaiting, pinnedViewAge            *prometheus.Desc
+	snapshotAborts, snapshotRefusals                           *prometheus.Desc
+	connClosed                                                 *prometheus.Desc
 }
 
 func newStatsCollector(src Source) *statsCollector {
@@ -67,6 +70,12 @@ func newStatsCollector(src Source) *statsCollector {
 		hDropped:         d("handler_dropped_updates_total", "Updates dropped for each handler because its queue was full (or abandoned at shutdown).", "handler"),
 		hPanics:          d("handler_panics_total", "OnCommit calls that panicked, per handler (recovered and logged).", "handler"),
 		hBusy:            d("handler_busy_seconds", "How long each handler's OnCommit call in progress has run (0: idle).", "handler"),
+		streamsStalled:   d("snapshot_streams_stalled", "Snapshot streams in flight whose client took nothing for a second or more (they do not hold a stream slot)."),
+		snapshotsWaiting: d("snapshot_requests_waiting", "Snapshot requests queued for a stream slot."),
+		pinnedViewAge:    d("snapshot_pinned_view_age_seconds", "Age of the oldest map version a snapshot stream holds (0: none)."),
+		snapshotAborts:   d("snapshot_streams_aborted_total", "Snapshot streams ended before their KTHXBAI, by reason (stalled: no progress within the deadline; peer_gone; stopped).", "reason"),
+		connClosed:       d("connections_closed_total", "Connections ended, per server socket and reason: closed (by the peer, or dropped by libzmq for a frame over the socket's size limit, missed heartbeats or a protocol error; libzmq 4.3 does not tell these apart).", "socket", "reason"),
+		snapshotRefusals: d("snapshot_requests_refused_total", "Snapshot requests answered with a refused KTHXBAI, by reason (busy, too_many_requests).", "reason"),
 	}
 }
 
@@ -76,6 +85,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.snapshots, c.snapshotKeys, c.snapshotSeconds, c.snapshotsAborted,
 		c.connections, c.connAccepted, c.handshakes, c.handshakesFailed,
 		c.hQueued, c.hLag, c.hHandled, c.hDropped, c.hPanics, c.hBusy,
+		c.streamsStalled, c.snapshotsWaiting, c.pinnedViewAge, c.snapshotAborts, c.snapshotRefusals, c.connClosed,
 	} {
 		ch <- d
 	}
@@ -105,11 +115,21 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.snapshotKeys, st.SnapshotKeys.Load())
 	ch <- prometheus.MustNewConstSummary(c.snapshotSeconds, uint64(served), float64(st.SnapshotNanos.Load())/1e9, nil)
 	counter(c.snapshotsAborted, st.SnapshotsAborted.Load())
+	gauge(c.streamsStalled, st.StreamsStalled.Load())
+	gauge(c.snapshotsWaiting, st.SnapshotsWaiting.Load())
+	ch <- prometheus.MustNewConstMetric(c.pinnedViewAge, prometheus.GaugeValue, float64(st.PinnedViewNanos.Load())/1e9)
+	for _, r := range st.SnapshotAborts.All() {
+		counter(c.snapshotAborts, r.Count, r.Reason)
+	}
+	for _, r := range st.SnapshotRefusals.All() {
+		counter(c.snapshotRefusals, r.Count, r.Reason)
+	}
 	for _, p := range c.src.Peers() {
 		gauge(c.connections, p.Connected, p.Socket)
 		counter(c.connAccepted, p.Accepted, p.Socket)
 		counter(c.handshakes, p.Handshakes, p.Socket)
 		counter(c.handshakesFailed, p.Failed, p.Socket)
+		counter(c.connClosed, p.Closed, p.Socket, "closed")
 	}
 	for _, h := range c.src.Handlers() {
 		gauge(c.hQueued, int64(h.Queued), h.Name)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/clonekv/clonekv/actors"
 	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // DefaultPort is the base port P of the Guide's clone examples: the snapshot
@@ -26,6 +27,26 @@ const DefaultGCPercent = 50
 // milliseconds, the publisher's linger (default 1 s) and slow handlers the
 // rest.
 const DefaultShutdownTimeout = 10 * time.Second
+
+// Snapshot stream defaults (Config.MaxStreams, MaxWaiting,
+// MaxWaitingPerPeer, SnapshotDeadline).
+const (
+	// 512 streams: the socket serves them least attained first, so a herd
+	// of joiners all make progress together instead of most of them
+	// waiting, silent, for a slot (300 joiners of a 100,000-key map: none
+	// silent for more than 2.4 s with 512, most silent for a minute with
+	// 64). Each stream holds at most two 64 KiB chunks and a map view.
+	DefaultMaxStreams        = 512
+	DefaultMaxWaiting        = 4096
+	DefaultMaxWaitingPerPeer = 16
+	DefaultSnapshotDeadline  = 10 * time.Second
+)
+
+// ZMTP heartbeat defaults (Config.ZMTPHeartbeat, ZMTPHeartbeatTimeout).
+const (
+	DefaultZMTPHeartbeat        = 5 * time.Second
+	DefaultZMTPHeartbeatTimeout = 30 * time.Second
+)
 
 // Collector socket types.
 const (
@@ -48,9 +69,15 @@ type Config struct {
 	// ReapInterval is how often expired keys are looked for; default 100ms,
 	// so a key is deleted at most about that long after its ttl passes.
 	ReapInterval time.Duration
-	// Limits bound keys and bodies of client updates; zero fields take
-	// kvmsg.DefaultLimits.
+	// Limits bound keys, bodies and properties of client updates; zero
+	// fields take kvmsg.DefaultLimits.
 	Limits kvmsg.Limits
+	// MaxKeys and MaxBytes bound what the store holds (0: no bound): keys,
+	// and bytes of keys, UUIDs, properties and values. When full, an update
+	// that would add a key or bytes is rejected (counted as max_keys or
+	// max_bytes, logged); deletes and updates that fit still go through.
+	MaxKeys  int
+	MaxBytes int64
 
 	// High-water marks, in messages. PubHWM bounds what queues for each
 	// subscriber (default 10000; a subscriber that falls further behind loses
@@ -66,6 +93,29 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful shutdown Run does when its
 	// context ends (see Server.Shutdown); default DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
+
+	// Snapshot streams. MaxStreams is how many stream at once (default
+	// 512); later requests wait, at most MaxWaiting in all (default 4096)
+	// and MaxWaitingPerPeer from one client (default 16), and past those
+	// are answered at once with a KTHXBAI refused=busy or
+	// refused=too_many_requests. SnapshotDeadline ends a stream whose
+	// client takes nothing for that long (default 10s; KTHXBAI
+	// refused=stalled) and frees the map version it held; a stream idle for
+	// a second already stops holding one of the MaxStreams slots.
+	MaxStreams        int
+	MaxWaiting        int
+	MaxWaitingPerPeer int
+	SnapshotDeadline  time.Duration
+
+	// ZMTPHeartbeat is the ZMTP heartbeat interval on all three sockets
+	// (default 5s; negative turns them off): a peer from which nothing
+	// arrives for ZMTPHeartbeatTimeout after a PING (default 30s) is
+	// disconnected, freeing its slot, its queues and its snapshot stream.
+	// The timeout is also the TTL the PINGs ask the peer to apply to us. A
+	// reader whose queue is full does not answer either, so the timeout
+	// must exceed the longest pause of a legitimate slow reader.
+	ZMTPHeartbeat        time.Duration
+	ZMTPHeartbeatTimeout time.Duration
 
 	// BatchMax is how many updates the collector reads per batch (default
 	// 64) and Credits how many batches may be in the pipeline at once
@@ -128,6 +178,12 @@ func (c *Config) withDefaults() (Config, error) {
 	if out.Limits.MaxBody <= 0 {
 		out.Limits.MaxBody = kvmsg.DefaultMaxBody
 	}
+	if out.Limits.MaxProps <= 0 {
+		out.Limits.MaxProps = kvmsg.DefaultMaxProps
+	}
+	if out.MaxKeys < 0 || out.MaxBytes < 0 {
+		return out, fmt.Errorf("max keys %d, max bytes %d: want 0 (no bound) or more", out.MaxKeys, out.MaxBytes)
+	}
 	if out.Limits.MaxKey > 1<<16-1 {
 		return out, fmt.Errorf("key limit %d too large (max 65535)", out.Limits.MaxKey)
 	}
@@ -145,6 +201,27 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.ShutdownTimeout <= 0 {
 		out.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if out.MaxStreams <= 0 {
+		out.MaxStreams = DefaultMaxStreams
+	}
+	if out.MaxWaiting <= 0 {
+		out.MaxWaiting = DefaultMaxWaiting
+	}
+	if out.MaxWaitingPerPeer <= 0 {
+		out.MaxWaitingPerPeer = DefaultMaxWaitingPerPeer
+	}
+	if out.SnapshotDeadline <= 0 {
+		out.SnapshotDeadline = DefaultSnapshotDeadline
+	}
+	if out.ZMTPHeartbeat == 0 {
+		out.ZMTPHeartbeat = DefaultZMTPHeartbeat
+	}
+	if out.ZMTPHeartbeatTimeout <= 0 {
+		out.ZMTPHeartbeatTimeout = max(DefaultZMTPHeartbeatTimeout, 3*out.ZMTPHeartbeat)
+	}
+	if out.ZMTPHeartbeat > 0 && out.ZMTPHeartbeatTimeout < out.ZMTPHeartbeat {
+		return out, fmt.Errorf("zmtp heartbeat timeout %v is shorter than the interval %v", out.ZMTPHeartbeatTimeout, out.ZMTPHeartbeat)
 	}
 	if out.BatchMax <= 0 {
 		out.BatchMax = 64
@@ -169,4 +246,20 @@ func (c *Config) withDefaults() (Config, error) {
 		seen[h.Name] = true
 	}
 	return out, nil
+}
+
+// maxCollectorFrame is the collector socket's ZMQ_MAXMSGSIZE: a frame far
+// beyond the body and properties limits disconnects its sender (libzmq
+// reads a frame's announced size first and would buffer it whole); anything
+// up to it is received, then rejected and counted by the collector.
+func (c *Config) maxCollectorFrame() int64 {
+	return int64(4*max(c.Limits.MaxBody, c.Limits.MaxProps) + 1<<20)
+}
+
+// heartbeat is the ZMTP heartbeat option of the server's sockets (nil: off).
+func (c *Config) heartbeat() *transport.Heartbeat {
+	if c.ZMTPHeartbeat <= 0 {
+		return nil
+	}
+	return &transport.Heartbeat{Interval: c.ZMTPHeartbeat, Timeout: c.ZMTPHeartbeatTimeout, TTL: c.ZMTPHeartbeatTimeout}
 }

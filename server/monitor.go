@@ -19,7 +19,16 @@ type SocketPeers struct {
 	Accepted   int64  // connections accepted since start
 	Handshakes int64  // ZMTP handshakes completed (with CURVE: clients admitted)
 	Failed     int64  // handshakes failed: plaintext or wrong-key clients, ZAP refusals, garbage
+	// Closed counts connections that ended: closed by the peer, or dropped
+	// by libzmq (a frame over the socket's ZMQ_MAXMSGSIZE, a missed ZMTP
+	// heartbeat, a protocol error). libzmq 4.3's monitor reports all of
+	// them as the same EVENT_DISCONNECTED (with the fd, no reason), so
+	// they are one counter, reason "closed".
+	Closed int64
 }
+
+// SourceConnection is where closed connections are logged.
+const SourceConnection stats.Source = "connection"
 
 // monitorEvents are the libzmq socket events the monitor asks for.
 const monitorEvents = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED |
@@ -166,13 +175,26 @@ func (g *guards) event(i int, ev zmq.Event, value int) {
 		g.open[i][value] = true // value is the connection's file descriptor
 	case zmq.EVENT_DISCONNECTED:
 		delete(g.open[i], value)
+		p.Closed++
 	case zmq.EVENT_HANDSHAKE_SUCCEEDED:
 		p.Handshakes++
 	case zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_AUTH:
 		p.Failed++
 	}
 	p.Connected = int64(len(g.open[i]))
+	open := p.Connected
 	g.mu.Unlock()
+
+	if ev == zmq.EVENT_DISCONNECTED {
+		// Writers rarely go; a closed collector connection may be one
+		// libzmq dropped for an oversized frame, so it is logged at info.
+		level := slog.LevelDebug
+		if g.names[i] == "collector" {
+			level = slog.LevelInfo
+		}
+		g.rejects.Note(SourceConnection, level, "connection closed (by the peer, or by libzmq: frame over the size limit, missed heartbeats)",
+			"socket", g.names[i], "fd", value, "open", open)
+	}
 
 	// ZAP refusals (FAILED_AUTH) were counted and logged by the handler;
 	// other failures under CURVE are clients that could not even start

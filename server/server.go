@@ -156,18 +156,18 @@ func (s *Server) bind() error {
 	curve := s.cfg.Curve.curveServer()
 	socks, port, err := transport.BindPorts(s.zctx, s.cfg.Bind, s.cfg.Port, []transport.PortSpec{
 		{Type: zmq.ROUTER, Offset: 0, Options: transport.Options{
-			CurveServer: curve, SndHWM: s.cfg.RouterHWM, Mandatory: true,
+			CurveServer: curve, SndHWM: s.cfg.RouterHWM, Mandatory: true, Heartbeat: s.cfg.heartbeat(),
 			MaxMsgSize: int64(4*s.cfg.Limits.MaxKey + 1<<16),
 		}},
 		{Type: zmq.PUB, Offset: 1, Options: transport.Options{
-			CurveServer: curve, SndHWM: s.cfg.PubHWM, Linger: s.cfg.PubLinger,
+			CurveServer: curve, SndHWM: s.cfg.PubHWM, Linger: s.cfg.PubLinger, Heartbeat: s.cfg.heartbeat(),
 		}},
 		// A frame far beyond the body limit disconnects its sender rather
 		// than being buffered whole; anything up to it is received, then
 		// rejected and counted by the collector.
 		{Type: collectorType, Offset: 2, Options: transport.Options{
-			CurveServer: curve, RcvHWM: s.cfg.CollectorHWM, Subscribe: subscribe,
-			MaxMsgSize: int64(4*s.cfg.Limits.MaxBody + 1<<20),
+			CurveServer: curve, RcvHWM: s.cfg.CollectorHWM, Subscribe: subscribe, Heartbeat: s.cfg.heartbeat(),
+			MaxMsgSize: s.cfg.maxCollectorFrame(),
 		}},
 	})
 	if err != nil {
@@ -350,7 +350,8 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	// The store's followers: the reaper, then the extensions. Adding a
 	// built-in follower is one line here.
 	followers := append([]*actor.PID{p.reaper}, p.handlers...)
-	store := actors.NewStore(actors.StoreConfig{Publisher: p.publisher, Handlers: followers, Stats: s.stats})
+	store := actors.NewStore(actors.StoreConfig{Publisher: p.publisher, Handlers: followers, Stats: s.stats,
+		Capacity: &actors.Capacity{MaxKeys: s.cfg.MaxKeys, MaxBytes: s.cfg.MaxBytes, Log: rejects}})
 	p.store = spawn(storeName, actor.PropsFromProducer(func() actor.Actor { return store }, resume))
 	if firstErr == nil && !p.store.Equal(storePID) {
 		firstErr = fmt.Errorf("store spawned as %v, want %v", p.store, storePID)
@@ -360,7 +361,8 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	}, resume))
 	snapshot := actors.NewSnapshot(actors.SnapshotConfig{
 		Store: storePID, Stats: s.stats, Log: rejects, Logger: s.log, MaxSubtree: s.cfg.Limits.MaxKey,
-		Router: sys.NewLocalPID("router"),
+		Router: sys.NewLocalPID("router"), MaxStreams: s.cfg.MaxStreams, MaxWaiting: s.cfg.MaxWaiting,
+		MaxWaitingPerPeer: s.cfg.MaxWaitingPerPeer, Deadline: s.cfg.SnapshotDeadline,
 	})
 	p.snapshot = spawn("snapshot", actor.PropsFromProducer(func() actor.Actor { return snapshot }, resume))
 	if firstErr == nil {

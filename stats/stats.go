@@ -5,6 +5,7 @@
 package stats
 
 import (
+	"context"
 	"log/slog"
 	"sort"
 	"sync"
@@ -34,6 +35,13 @@ type Server struct {
 	SnapshotsAborted atomic.Int64 // streams abandoned because the peer went away
 	StreamsInFlight  atomic.Int64 // snapshot streams being sent now
 	StoreBacklog     atomic.Int64 // update batches handed to the store and not yet applied
+
+	// Snapshot streams that give up, and joins turned away (issue 11).
+	StreamsStalled   atomic.Int64 // streams in flight whose peer took nothing for a while (not counted against the stream limit)
+	SnapshotsWaiting atomic.Int64 // requests queued for a stream slot
+	PinnedViewNanos  atomic.Int64 // age of the oldest map view a stream holds (0: none), at the responder's last tick
+	SnapshotAborts   Counts       // streams ended before their KTHXBAI, by reason (stalled, peer_gone, stopped)
+	SnapshotRefusals Counts       // requests answered with a refused KTHXBAI, by reason (busy, too_many_requests)
 
 	mu      sync.Mutex
 	rejects map[rejectKey]*atomic.Int64
@@ -163,4 +171,19 @@ func (l *RejectLog) allow(src Source, now time.Time) (suppressed int64, ok bool)
 	w.logged++
 	suppressed, w.suppressed = w.suppressed, 0
 	return suppressed, true
+}
+
+// Note logs an event from src at level, rate-limited like Reject, without
+// counting it as rejected input (the caller keeps its own counter): a
+// refused join, a dropped connection.
+func (l *RejectLog) Note(src Source, level slog.Level, msg string, attrs ...any) {
+	suppressed, ok := l.allow(src, time.Now())
+	if !ok {
+		return
+	}
+	args := append([]any{"source", string(src)}, attrs...)
+	if suppressed > 0 {
+		args = append(args, "suppressed_since_last", suppressed)
+	}
+	l.Logger.Log(context.Background(), level, msg, args...)
 }

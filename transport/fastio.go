@@ -123,6 +123,7 @@ import "C"
 
 import (
 	"reflect"
+	"runtime"
 	"syscall"
 	"unsafe"
 
@@ -146,9 +147,15 @@ var socField = func() int {
 	return int(f.Offset)
 }()
 
-// FastIO reports whether the one-call fast paths are usable.
-func FastIO() bool { return socField >= 0 }
+// FastIO reports whether the one-call fast paths are usable. Building with
+// the tag clonekv_nofastio turns them off, so that the portable fallback is
+// tested (make test runs the transport tests that way too).
+func FastIO() bool { return socField >= 0 && !forcedFallback }
 
+// rawSocket returns s's libzmq handle. The caller must keep s reachable
+// (runtime.KeepAlive) until its cgo call returns: pebbe closes a socket
+// it finds unreachable in a finalizer, and the handle alone does not keep
+// the Go value alive.
 func rawSocket(s *zmq.Socket) unsafe.Pointer {
 	return *(*unsafe.Pointer)(unsafe.Add(unsafe.Pointer(s), socField))
 }
@@ -158,12 +165,14 @@ var _ [1]struct{} = [unsafe.Sizeof(C.size_t(0)) / 8]struct{}{} // size_t must be
 // Flat is a run of messages laid out flat, which the fast path sends with
 // one cgo call: every message has PerMsg frames, whose bytes stand back to
 // back in Data and whose sizes are in Sizes. The zero value is empty; Add
-// appends a message. A Flat holds no Go pointers inside Data, which is
-// what lets it cross into C whole.
+// appends a message, and records where it starts so that finding message i
+// (Message, SendFlat from i) is O(1). A Flat holds no Go pointers inside
+// Data, which is what lets it cross into C whole.
 type Flat struct {
 	Data   []byte
 	Sizes  []uint64
 	PerMsg int
+	starts []int // byte offset of each message added, in Data
 }
 
 // Len returns the number of messages.
@@ -175,7 +184,7 @@ func (f *Flat) Len() int {
 }
 
 // Reset empties f, keeping its buffers.
-func (f *Flat) Reset() { f.Data, f.Sizes = f.Data[:0], f.Sizes[:0] }
+func (f *Flat) Reset() { f.Data, f.Sizes, f.starts = f.Data[:0], f.Sizes[:0], f.starts[:0] }
 
 // Add appends one message; len(frames) must equal PerMsg (set from the
 // first message when zero).
@@ -183,6 +192,8 @@ func (f *Flat) Add(frames ...[]byte) {
 	if f.PerMsg == 0 {
 		f.PerMsg = len(frames)
 	}
+	f.offsetOf(f.Len()) // starts is complete up to here
+	f.starts = append(f.starts, len(f.Data))
 	for _, fr := range frames {
 		f.Data = append(f.Data, fr...)
 		f.Sizes = append(f.Sizes, uint64(len(fr)))
@@ -191,10 +202,7 @@ func (f *Flat) Add(frames ...[]byte) {
 
 // Message returns message i's frames (aliasing Data).
 func (f *Flat) Message(i int) [][]byte {
-	off := 0
-	for _, s := range f.Sizes[:i*f.PerMsg] {
-		off += int(s)
-	}
+	off := f.offsetOf(i)
 	out := make([][]byte, f.PerMsg)
 	for j := range out {
 		s := int(f.Sizes[i*f.PerMsg+j])
@@ -204,13 +212,31 @@ func (f *Flat) Message(i int) [][]byte {
 	return out
 }
 
-// offsetOf returns the byte offset of message i in Data.
+// offsetOf returns the byte offset of message i (0 <= i <= Len) in Data:
+// O(1) for messages added with Add. Messages whose Sizes were appended
+// directly get their offsets computed once, here.
 func (f *Flat) offsetOf(i int) int {
-	off := 0
-	for _, s := range f.Sizes[:i*f.PerMsg] {
-		off += int(s)
+	if i < len(f.starts) {
+		return f.starts[i]
 	}
-	return off
+	n := f.Len()
+	if len(f.starts) > n { // Sizes were cut by hand
+		f.starts = f.starts[:0]
+	}
+	for k := len(f.starts); k < n; k++ {
+		off := 0
+		if k > 0 {
+			off = f.starts[k-1]
+			for _, s := range f.Sizes[(k-1)*f.PerMsg : k*f.PerMsg] {
+				off += int(s)
+			}
+		}
+		f.starts = append(f.starts, off)
+	}
+	if i < n {
+		return f.starts[i]
+	}
+	return len(f.Data)
 }
 
 // SendFlat sends up to max messages of f starting at message from (all the
@@ -257,6 +283,7 @@ func SendFlat(sock *zmq.Socket, f *Flat, from, max int, prefix []byte, flags zmq
 	}
 	var cerr C.int
 	sent := int(C.ckv_send_msgs(rawSocket(sock), data, sizes, C.int(n), C.int(f.PerMsg), pfx, plen, C.int(flags), &cerr))
+	runtime.KeepAlive(sock)
 	if sent < n {
 		return sent, zmq.Errno(syscall.Errno(cerr))
 	}
@@ -293,6 +320,7 @@ func (r *Receiver) Recv(flags zmq.Flag) ([][]byte, int, error) {
 			(*C.char)(unsafe.Pointer(&r.buf[0])), C.size_t(len(r.buf)), &used,
 			(*C.size_t)(unsafe.Pointer(&r.sizes[0])), (*C.uintptr_t)(unsafe.Pointer(&r.big[0])),
 			C.int(MaxFrames), &cerr))
+		runtime.KeepAlive(r.sock)
 		if n < 0 {
 			err := zmq.Errno(syscall.Errno(cerr))
 			if IsInterrupted(err) && flags&zmq.DONTWAIT == 0 {

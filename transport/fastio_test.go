@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -33,6 +34,12 @@ func pair(t *testing.T, a, b zmq.Type, aopts, bopts Options) (*zmq.Socket, *zmq.
 }
 
 func TestFastIOAvailable(t *testing.T) {
+	if forcedFallback {
+		if FastIO() {
+			t.Fatal("built with clonekv_nofastio, yet the one-call paths are on")
+		}
+		return
+	}
 	if !FastIO() {
 		t.Fatal("pebbe/zmq4's socket handle was not found: the one-call paths are off")
 	}
@@ -142,5 +149,43 @@ func TestClone(t *testing.T) {
 	in[2][0] = 'X'
 	if string(out[0]) != "a" || len(out[1]) != 0 || string(out[2]) != "bcd" {
 		t.Fatalf("Clone = %q", out)
+	}
+}
+
+// TestFlatMessageOffsets: Message finds each message wherever it starts,
+// for messages added with Add (offsets recorded), for Sizes appended by
+// hand (offsets computed once) and after Reset.
+func TestFlatMessageOffsets(t *testing.T) {
+	var f Flat
+	want := make([][][]byte, 0, 50)
+	for i := range 50 {
+		msg := [][]byte{bytes.Repeat([]byte{'k'}, i%7), {byte(i)}, bytes.Repeat([]byte{'v'}, (i*13)%29)}
+		f.Add(msg...)
+		want = append(want, msg)
+	}
+	for _, i := range []int{49, 0, 17, 48, 1} {
+		if got := f.Message(i); !slices.EqualFunc(got, want[i], bytes.Equal) {
+			t.Fatalf("message %d: %q, want %q", i, got, want[i])
+		}
+	}
+	// Two messages appended by hand, then one more with Add.
+	for _, m := range [][][]byte{{[]byte("h1"), {1}, []byte("x")}, {[]byte("h2"), {2}, nil}} {
+		for _, fr := range m {
+			f.Data = append(f.Data, fr...)
+			f.Sizes = append(f.Sizes, uint64(len(fr)))
+		}
+		want = append(want, m)
+	}
+	f.Add([]byte("last"), []byte{3}, []byte("y"))
+	want = append(want, [][]byte{[]byte("last"), {3}, []byte("y")})
+	for i := range want {
+		if got := f.Message(i); !slices.EqualFunc(got, want[i], bytes.Equal) {
+			t.Fatalf("after hand-appended sizes, message %d: %q, want %q", i, got, want[i])
+		}
+	}
+	f.Reset()
+	f.Add([]byte("a"), []byte{9}, []byte("b"))
+	if f.Len() != 1 || string(f.Message(0)[0]) != "a" {
+		t.Fatalf("after Reset: %d messages, first %q", f.Len(), f.Message(0))
 	}
 }

@@ -22,6 +22,22 @@ type Options struct {
 	Identity    string        // DEALER/ROUTER routing id
 	CurveServer *CurveServer  // enable CURVE as the server side
 	CurveClient *CurveClient  // enable CURVE as the client side
+	Heartbeat   *Heartbeat    // ZMTP heartbeats (nil: off, libzmq's default)
+}
+
+// Heartbeat turns on ZMTP 3.1 heartbeats (libzmq >= 4.2): the socket
+// PINGs each peer every Interval, and drops a connection on which nothing
+// arrived for Timeout after a PING, so a vanished peer (a host gone, a
+// process stopped) frees its slot in seconds rather than when TCP gives
+// up. TTL, sent in each PING, asks the peer to drop the connection if it
+// hears nothing from us for that long. Zero Timeout or TTL take Interval×3
+// (libzmq's own timeout default is Interval); a peer that stops reading
+// (its receive queue full) stops answering too, so keep Timeout above the
+// longest pause a legitimate reader makes.
+type Heartbeat struct {
+	Interval time.Duration
+	Timeout  time.Duration
+	TTL      time.Duration
 }
 
 // CurveServer holds a server's CURVE secret key (Z85).
@@ -92,6 +108,24 @@ func applyOptions(sock *zmq.Socket, o Options) error {
 	if c := o.CurveClient; c != nil {
 		if err := sock.ClientAuthCurve(c.ServerKey, c.PublicKey, c.SecretKey); err != nil {
 			return fmt.Errorf("curve client: %w", err)
+		}
+	}
+	if h := o.Heartbeat; h != nil && h.Interval > 0 {
+		timeout, ttl := h.Timeout, h.TTL
+		if timeout <= 0 {
+			timeout = 3 * h.Interval
+		}
+		if ttl <= 0 {
+			ttl = 3 * h.Interval
+		}
+		if err := sock.SetHeartbeatIvl(h.Interval); err != nil {
+			return fmt.Errorf("heartbeat_ivl: %w", err)
+		}
+		if err := sock.SetHeartbeatTimeout(timeout); err != nil {
+			return fmt.Errorf("heartbeat_timeout: %w", err)
+		}
+		if err := sock.SetHeartbeatTtl(ttl); err != nil {
+			return fmt.Errorf("heartbeat_ttl: %w", err)
 		}
 	}
 	for _, prefix := range o.Subscribe {

@@ -48,10 +48,33 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 	if c.Limits.MaxBody < 1 {
 		bad("max-body", "must be at least 1")
 	}
+	if c.Limits.MaxProps < 1 {
+		bad("max-props", "must be at least 1")
+	}
+	if c.MaxKeys < 0 {
+		bad("max-keys", "must not be negative (0: no bound)")
+	}
+	if c.MaxBytes < 0 {
+		bad("max-bytes", "must not be negative (0: no bound)")
+	}
 	for key, n := range map[string]int{"pub-hwm": c.PubHWM, "router-hwm": c.RouterHWM, "collector-hwm": c.CollectorHWM} {
 		if n < 0 {
 			bad(key, "must not be negative")
 		}
+	}
+	for key, n := range map[string]int{"max-streams": c.MaxStreams, "max-waiting": c.MaxWaiting, "max-waiting-per-peer": c.MaxWaitingPerPeer} {
+		if n < 1 {
+			bad(key, "must be positive")
+		}
+	}
+	if c.SnapshotDeadline <= 0 {
+		bad("snapshot-deadline", "must be positive")
+	}
+	if c.ZMTPHeartbeat < 0 {
+		bad("zmtp-heartbeat", "must not be negative (0 turns ZMTP heartbeats off)")
+	}
+	if c.ZMTPHeartbeat > 0 && c.ZMTPHeartbeatTimeout < c.ZMTPHeartbeat {
+		bad("zmtp-heartbeat-timeout", "must be at least the interval (%v)", c.ZMTPHeartbeat)
 	}
 	log, err := logging.New(stderr, f.logLevel, f.logFormat)
 	if err != nil {
@@ -92,6 +115,9 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 	c.Heartbeat = f.hugz
 	if f.hugz == 0 {
 		c.Heartbeat = -1
+	}
+	if c.ZMTPHeartbeat == 0 {
+		c.ZMTPHeartbeat = -1
 	}
 	c.Logger = log
 	if f.http != "" && !loopback(f.http) {

@@ -30,18 +30,42 @@ type Send struct {
 	Msgs    *transport.Flat
 	ReplyTo *actor.PID
 	Tag     any
+	// Replace first drops every batch still queued for Peer (each reported
+	// with ErrCanceled), so that Msgs go next: how a stream that is given
+	// up is ended with a final message.
+	Replace bool
+	// Deadline, when not zero, bounds how long the batch may wait for the
+	// peer: not wholly handed to the socket by then, it is dropped and
+	// reported with ErrExpired.
+	Deadline time.Time
+	// Attained is how many messages the peer's stream had been sent
+	// before this batch. Peers are served least attained first: in a turn,
+	// only the peers within attainedSlack of the least attained one that
+	// can take messages are written (all of them every fairTurns turns,
+	// so none starves). A fresh joiner thus gets the socket ahead of long
+	// streams, and of stalled peers whose buffers still absorb data, and is
+	// paced only by its own reading; joiners at a like point share it.
+	Attained int64
 }
+
+// Least-attained-first scheduling (Send.Attained).
+const (
+	attainedSlack = 2048
+	fairTurns     = 16
+)
 
 // Sent reports the outcome of a Send.
 type Sent struct {
 	Tag any
-	Err error // nil, ErrPeerGone or ErrStopped
+	Err error // nil, ErrPeerGone, ErrStopped, ErrCanceled or ErrExpired
 }
 
 // Errors reported in Sent.
 var (
 	ErrPeerGone = errors.New("adapter: peer is not connected")
 	ErrStopped  = errors.New("adapter: router stopped")
+	ErrCanceled = errors.New("adapter: replaced by a later send")
+	ErrExpired  = errors.New("adapter: deadline passed before the peer took it")
 )
 
 // RouterConfig configures a Router.
@@ -52,10 +76,13 @@ type RouterConfig struct {
 	// Quantum is how many messages one peer may send before the next peer
 	// gets a turn, so concurrent snapshot streams interleave. Default 64.
 	Quantum int
-	// Retry is how long to wait before retrying peers whose queue at the
-	// socket was full. Default 1ms.
-	Retry  time.Duration
-	Logger *slog.Logger
+	// Retry is how long to wait before retrying a peer whose queue at the
+	// socket was full (default 1ms); each failed retry doubles the wait, up
+	// to MaxRetry (default 32ms), so a peer that stopped reading costs a
+	// few dozen tries a second, not a thousand.
+	Retry    time.Duration
+	MaxRetry time.Duration
+	Logger   *slog.Logger
 }
 
 // Router is the socket adapter for the snapshot ROUTER, a socket that is
@@ -85,6 +112,9 @@ func NewRouter(cfg RouterConfig) (*Router, error) {
 	}
 	if cfg.Retry <= 0 {
 		cfg.Retry = time.Millisecond
+	}
+	if cfg.MaxRetry < cfg.Retry {
+		cfg.MaxRetry = max(32*time.Millisecond, cfg.Retry)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -146,8 +176,33 @@ func (r *Router) wake() {
 type peerQueue struct {
 	peer    []byte
 	batches []*Send
-	next    int  // index of the next message of batches[0]
-	full    bool // the last send hit the peer's high-water mark
+	next    int           // index of the next message of batches[0]
+	full    bool          // the last send hit the peer's high-water mark
+	retryAt time.Time     // when full: the next try
+	backoff time.Duration // when full: the wait before retryAt
+}
+
+// attained is how many messages q's current stream has been sent.
+func (q *peerQueue) attained() int64 {
+	if len(q.batches) == 0 {
+		return 0
+	}
+	return q.batches[0].Attained + int64(q.next)
+}
+
+// wait returns how long the loop may sleep before q needs a turn: 0 when
+// it can send now, else until its retry or its first batch's deadline.
+func (q *peerQueue) wait(now time.Time) time.Duration {
+	if !q.full {
+		return 0
+	}
+	at := q.retryAt
+	for _, b := range q.batches {
+		if !b.Deadline.IsZero() && b.Deadline.Before(at) {
+			at = b.Deadline
+		}
+	}
+	return max(at.Sub(now), 0)
 }
 
 func (r *Router) run(root *actor.RootContext) {
@@ -161,6 +216,7 @@ func (r *Router) run(root *actor.RootContext) {
 
 	queues := make(map[string]*peerQueue)
 	var order []*peerQueue // round-robin order of non-empty queues
+	var turn int
 	rx := transport.NewReceiver(sock)
 
 	defer func() {
@@ -171,17 +227,10 @@ func (r *Router) run(root *actor.RootContext) {
 
 	for {
 		timeout := time.Duration(-1)
-		if len(order) > 0 {
-			timeout = 0
-			allFull := true
-			for _, q := range order {
-				if !q.full {
-					allFull = false
-					break
-				}
-			}
-			if allFull {
-				timeout = r.cfg.Retry
+		now := time.Now()
+		for _, q := range order {
+			if w := q.wait(now); timeout < 0 || w < timeout {
+				timeout = w
 			}
 		}
 		polled, err := poller.Poll(timeout)
@@ -220,6 +269,10 @@ func (r *Router) run(root *actor.RootContext) {
 							queues[string(s.Peer)] = q
 							order = append(order, q)
 						}
+						if s.Replace {
+							r.fail(root, q, ErrCanceled)
+							q.next = 0
+						}
 						q.batches = append(q.batches, s)
 					default:
 						break drain
@@ -243,11 +296,35 @@ func (r *Router) run(root *actor.RootContext) {
 				}
 			}
 		}
-		// One turn of sending: each peer a quantum, in order.
+		// One turn of sending: each peer due a quantum, in order, or on
+		// most turns only those near the least attained service.
+		now = time.Now()
+		turn++
+		// The least is taken over peers that took their last messages (not
+		// full): one that is only due a retry must not hold the others
+		// back until it has shown it can take something.
+		least := int64(-1)
+		if turn%fairTurns != 0 {
+			for _, q := range order {
+				if len(q.batches) > 0 && !q.full {
+					if a := q.attained(); least < 0 || a < least {
+						least = a
+					}
+				}
+			}
+		}
 		kept := order[:0]
 		for _, q := range order {
-			q.full = false
-			done, err := r.sendQuantum(root, sock, q)
+			r.expire(root, q, now)
+			if len(q.batches) == 0 {
+				delete(queues, string(q.peer))
+				continue
+			}
+			if (q.full && now.Before(q.retryAt)) || (least >= 0 && q.attained() > least+attainedSlack) {
+				kept = append(kept, q)
+				continue
+			}
+			done, err := r.sendQuantum(root, sock, q, now)
 			if err != nil {
 				if transport.IsTerm(err) {
 					return
@@ -272,14 +349,39 @@ func (r *Router) run(root *actor.RootContext) {
 	}
 }
 
+// expire drops q's batches whose deadline has passed.
+func (r *Router) expire(root *actor.RootContext, q *peerQueue, now time.Time) {
+	kept := q.batches[:0]
+	for i, b := range q.batches {
+		if b.Deadline.IsZero() || now.Before(b.Deadline) {
+			kept = append(kept, b)
+			continue
+		}
+		if i == 0 {
+			q.next = 0
+		}
+		if b.ReplyTo != nil {
+			root.Send(b.ReplyTo, &Sent{Tag: b.Tag, Err: ErrExpired})
+		}
+	}
+	clear(q.batches[len(kept):])
+	q.batches = kept
+}
+
 // sendQuantum writes up to a quantum of q's messages. It returns done when
-// q is empty, and an error when the peer is gone (or the socket is).
-func (r *Router) sendQuantum(root *actor.RootContext, sock *zmq.Socket, q *peerQueue) (done bool, err error) {
+// q is empty, and an error when the peer is gone (or the socket is). A
+// peer found full is retried after a wait that doubles while it stays
+// full and resets once it takes a message.
+func (r *Router) sendQuantum(root *actor.RootContext, sock *zmq.Socket, q *peerQueue, now time.Time) (done bool, err error) {
+	q.full = false
 	for budget := r.cfg.Quantum; budget > 0 && len(q.batches) > 0; {
 		b := q.batches[0]
 		n, err := transport.SendFlat(sock, b.Msgs, q.next, budget, q.peer, zmq.DONTWAIT)
 		q.next += n
 		budget -= n
+		if n > 0 {
+			q.backoff = 0
+		}
 		if q.next >= b.Msgs.Len() {
 			if b.ReplyTo != nil {
 				root.Send(b.ReplyTo, &Sent{Tag: b.Tag})
@@ -293,6 +395,8 @@ func (r *Router) sendQuantum(root *actor.RootContext, sock *zmq.Socket, q *peerQ
 				// Full (or a signal interrupted the call): this peer waits
 				// for the retry, the others go on.
 				q.full = true
+				q.backoff = min(max(2*q.backoff, r.cfg.Retry), r.cfg.MaxRetry)
+				q.retryAt = now.Add(q.backoff)
 				return false, nil
 			}
 			return false, err
