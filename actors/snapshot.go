@@ -67,6 +67,7 @@ type stream struct {
 	subtree  []byte
 	started  time.Time
 	seq      int64
+	history  string
 	cur      *kvmap.Cursor
 	inflight int
 	finished bool // the final chunk (with KTHXBAI) has been produced
@@ -113,7 +114,7 @@ func (a *Snapshot) Receive(ctx actor.Context) {
 		if !ok {
 			return
 		}
-		s.seq = m.Seq
+		s.seq, s.history = m.Seq, m.History
 		s.cur = m.Map.Cursor(s.subtree)
 		a.fill(ctx, s)
 	case *adapter.Sent:
@@ -202,7 +203,10 @@ func (a *Snapshot) produce(s *stream) *chunk {
 		e, ok := s.cur.Next()
 		if !ok {
 			end := kvmsg.Msg{Key: []byte(kvmsg.KeySnapshotEnd), Seq: s.seq, Body: s.subtree}
-			ch.add(end.Key, end.Seq, nil, nil, end.Body)
+			if s.history != "" {
+				end.Props = []byte("history=" + s.history + "\n")
+			}
+			ch.add(end.Key, end.Seq, nil, end.Props, end.Body)
 			ch.final, s.finished = true, true
 			break
 		}

@@ -70,6 +70,9 @@ type Config struct {
 	// clients expect). See curve.go.
 	Curve *CurveConfig
 
+	// Log is where the history is kept (zero: in memory). See durable.go.
+	Log LogConfig
+
 	// Handlers are extra actors that receive every *actors.Committed batch,
 	// after the built-in ones. See README "Adding a handler".
 	Handlers []Handler
@@ -154,4 +157,5 @@ func (c *Config) withDefaults() (Config, error) {
 var reservedNames = map[string]bool{
 	"store": true, "collector": true, "snapshot": true, "publisher": true, "reaper": true,
 	"heartbeat": true, "pub-writer": true, "collector-reader": true, "router": true,
+	"proposer": true,
 }

@@ -22,6 +22,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/clonekv/clonekv/actors"
+	"github.com/clonekv/clonekv/raftlog"
 	"github.com/clonekv/clonekv/stats"
 	"github.com/clonekv/clonekv/transport"
 	"github.com/clonekv/clonekv/transport/adapter"
@@ -144,6 +145,8 @@ type pids struct {
 	reader, router, heartbeat, reaper, collector, snapshot, store, publisher *actor.PID
 	handlers                                                                 []*actor.PID
 	writer                                                                   *actor.PID
+	proposer                                                                 *actor.PID
+	node                                                                     *raftlog.Node
 }
 
 // Run serves until ctx is done, then shuts down gracefully: it stops
@@ -209,7 +212,11 @@ func (s *Server) spawn(sys *actor.ActorSystem) (*pids, error) {
 	p.publisher = spawn("publisher", actor.PropsFromProducer(func() actor.Actor {
 		return actors.NewPublisher(actors.PublisherConfig{Writer: p.writer, Stats: s.stats})
 	}, resume))
-	reaper := &actors.Reaper{Store: storePID, Interval: s.cfg.ReapInterval}
+	proposals := &actors.Proposals{}
+	p.proposer = spawn("proposer", actor.PropsFromProducer(func() actor.Actor {
+		return actors.NewProposer(actors.ProposerConfig{Proposals: proposals, Stats: s.stats, Logger: s.log})
+	}, resume))
+	reaper := &actors.Reaper{Proposer: p.proposer, Interval: s.cfg.ReapInterval}
 	p.reaper = spawn("reaper", actor.PropsFromProducer(func() actor.Actor { return reaper }, resume))
 	for _, h := range s.cfg.Handlers {
 		p.handlers = append(p.handlers, spawn(h.Name, h.Props))
@@ -217,13 +224,17 @@ func (s *Server) spawn(sys *actor.ActorSystem) (*pids, error) {
 	// The handler list: the publisher first (it returns the credits), then
 	// the reaper, then extensions. Adding a built-in handler is one line here.
 	handlers := append([]*actor.PID{p.publisher, p.reaper}, p.handlers...)
-	store := actors.NewStore(actors.StoreConfig{Handlers: handlers, Stats: s.stats})
+	store := actors.NewStore(actors.StoreConfig{Handlers: handlers, Stats: s.stats, Proposals: proposals})
 	p.store = spawn(storeName, actor.PropsFromProducer(func() actor.Actor { return store }, resume))
 	if firstErr == nil && !p.store.Equal(storePID) {
 		firstErr = fmt.Errorf("store spawned as %v, want %v", p.store, storePID)
 	}
+	// The log replays into the store before any input is read.
+	if firstErr == nil {
+		p.node, firstErr = s.openLog(root, &p)
+	}
 	p.collector = spawn("collector", actor.PropsFromProducer(func() actor.Actor {
-		return actors.NewCollector(actors.CollectorConfig{Store: p.store, Limits: s.cfg.Limits, Stats: s.stats, Log: rejects})
+		return actors.NewCollector(actors.CollectorConfig{Proposer: p.proposer, Limits: s.cfg.Limits, Stats: s.stats, Log: rejects})
 	}, resume))
 	snapshot := actors.NewSnapshot(actors.SnapshotConfig{
 		Store: p.store, Stats: s.stats, Log: rejects, Logger: s.log, MaxSubtree: s.cfg.Limits.MaxKey,
@@ -269,8 +280,11 @@ func (s *Server) shutdown(sys *actor.ActorSystem, p *pids) {
 	stop(p.heartbeat)
 	stop(p.reaper)
 	// 2. Drain the pipeline in order: every batch the collector holds goes
-	//    to the store, every commit to the publisher and handlers.
+	//    to the proposer and through the log (which then stops) to the
+	//    store, every commit to the publisher and handlers.
 	stop(p.collector)
+	s.drainLog(root, p)
+	stop(p.proposer)
 	stop(p.snapshot)
 	stop(p.store)
 	stop(p.publisher)

@@ -1,0 +1,154 @@
+package raftlog
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/clonekv/clonekv/kvmap"
+)
+
+// Store is what the FSM feeds: the server's store actor, the one place
+// where the map and the sequence change. Apply must not block for long (it
+// runs on raft's FSM goroutine); State and Restore are synchronous.
+type Store interface {
+	// Apply hands over committed entries in log order.
+	Apply(b *Batch)
+	// State returns the state after everything handed to Apply so far,
+	// in O(1) (a copy-on-write view).
+	State() (State, error)
+	// Restore replaces the whole state with a snapshot's.
+	Restore(s Restored) error
+}
+
+// Batch is a run of committed entries, in log order.
+type Batch struct {
+	Entries []Applied
+}
+
+// Applied is one committed entry.
+type Applied struct {
+	Index uint64 // raft log index
+	// Replay is true for entries that were already in the log when the node
+	// opened: applied again to rebuild the state after a restart, they were
+	// shown to clients before (or, after a crash, never acknowledged).
+	Replay bool
+	Entry
+}
+
+// State is the store's state at one point of the log, for a snapshot.
+type State struct {
+	Seq     int64
+	History string
+	Map     *kvmap.View
+}
+
+// Restored is a state read back from a snapshot.
+type Restored struct {
+	Seq     int64
+	History string
+	Map     *kvmap.Map
+}
+
+// fsm is the raft.BatchingFSM. It decodes entries and hands them on; it
+// keeps only what the node itself needs to know (the history id, the
+// boundary between replay and new entries).
+type fsm struct {
+	store Store
+	// replayTo is the last log index present when the node opened.
+	replayTo uint64
+
+	mu        sync.Mutex
+	history   string
+	applied   uint64
+	persisted time.Time // last snapshot written
+}
+
+func (f *fsm) lastPersisted() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.persisted
+}
+
+func (f *fsm) persistedNow() {
+	f.mu.Lock()
+	f.persisted = time.Now()
+	f.mu.Unlock()
+}
+
+var _ raft.BatchingFSM = (*fsm)(nil)
+
+// ApplyBatch implements raft.BatchingFSM. Configuration and no-op entries
+// (raft's own) are skipped; a clonekv entry that does not decode stops the
+// node (raft has no way to skip it and every node must apply the same
+// entries): it panics with the index, which only a bug or an undetected
+// disk corruption can cause.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	b := &Batch{Entries: make([]Applied, 0, len(logs))}
+	var last uint64
+	for _, l := range logs {
+		last = l.Index
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		e, err := Decode(l.Data)
+		if err != nil {
+			panic(fmt.Sprintf("raftlog: log entry %d: %v", l.Index, err))
+		}
+		if e.Kind == KindHistory {
+			f.mu.Lock()
+			if f.history == "" {
+				f.history = e.History
+			}
+			f.mu.Unlock()
+		}
+		b.Entries = append(b.Entries, Applied{Index: l.Index, Replay: l.Index <= f.replayTo, Entry: e})
+	}
+	if len(b.Entries) > 0 {
+		f.store.Apply(b)
+	}
+	f.mu.Lock()
+	f.applied = last
+	f.mu.Unlock()
+	return out
+}
+
+// Apply implements raft.FSM (unused with BatchingFSM, but required).
+func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+// Snapshot asks the store for its state after everything handed to it:
+// O(1). The view is written out later, in Persist, on raft's snapshot
+// goroutine, while updates go on.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	st, err := f.store.State()
+	if err != nil {
+		return nil, fmt.Errorf("fsm snapshot: %w", err)
+	}
+	return &snapshot{state: st, written: f.persistedNow}, nil
+}
+
+// Restore replaces the store's state with the snapshot's.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	r, err := readSnapshot(rc)
+	if err != nil {
+		return fmt.Errorf("restore fsm snapshot: %w", err)
+	}
+	if err := f.store.Restore(r); err != nil {
+		return fmt.Errorf("restore fsm snapshot: %w", err)
+	}
+	f.mu.Lock()
+	f.history = r.History
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fsm) historyID() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.history
+}
