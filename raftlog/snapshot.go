@@ -81,6 +81,11 @@ func writeSnapshot(w io.Writer, st State) error {
 // errSnapshot marks a snapshot that does not decode.
 var errSnapshot = errors.New("bad clonekv fsm snapshot")
 
+// ReadSnapshot decodes an FSM snapshot (a snapshot directory's state.bin):
+// the state it holds. Tools and tests use it; raft's restore goes through
+// the FSM.
+func ReadSnapshot(r io.Reader) (Restored, error) { return readSnapshot(r) }
+
 func readSnapshot(r io.Reader) (Restored, error) {
 	br := bufio.NewReaderSize(r, 1<<20)
 	var out Restored
