@@ -198,4 +198,3 @@ func TestDamagedSnapshotRefused(t *testing.T) {
 		t.Fatalf("Open of a damaged snapshot: %v, want an error naming %s", err, files[0])
 	}
 }
-
