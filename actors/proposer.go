@@ -167,7 +167,7 @@ func (p *Proposer) checkDrained() {
 }
 
 func (p *Proposer) enqueue(ctx actor.Context, pr proposal) {
-	if p.failed != nil {
+	if p.failed != nil || p.cfg.Stats.LogFailed.Load() {
 		p.drop(pr.done, len(pr.ops))
 		return
 	}

@@ -65,3 +65,27 @@ func newHistoryID() (string, error) {
 	}
 	return hex.EncodeToString(b[:]), nil
 }
+
+// segmentOf names the raft-wal segment file holding log index idx: the one
+// with the highest base index at or below it (files are named
+// BASEINDEX-ID.wal, both zero-padded).
+func segmentOf(dir string, idx uint64) string {
+	if dir == "" {
+		return "(memory)"
+	}
+	files, _ := filepath.Glob(filepath.Join(layout(dir).wal, "*.wal"))
+	best := ""
+	for _, f := range files {
+		var base, id uint64
+		if _, err := fmt.Sscanf(filepath.Base(f), "%020d-%016x.wal", &base, &id); err != nil || base > idx {
+			continue
+		}
+		if best == "" || f > best {
+			best = f
+		}
+	}
+	if best == "" {
+		return layout(dir).wal
+	}
+	return best
+}

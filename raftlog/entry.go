@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 
 	"github.com/clonekv/clonekv/kvmsg"
 )
@@ -68,8 +69,18 @@ func (op *Op) Size() int {
 	return 1 + 5*binary.MaxVarintLen64 + len(m.Key) + len(m.UUID) + len(m.Props) + len(m.Body)
 }
 
+// Every entry ends in a CRC-32C of the bytes before it: raft-wal checks
+// only the tail of its log when it opens, so damage further back would
+// otherwise reach the map as a wrong value.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func appendCRC(dst []byte, start int) []byte {
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
 // AppendOps encodes an ops entry onto dst.
 func AppendOps(dst []byte, proposal uint64, ops []Op) []byte {
+	start := len(dst)
 	dst = append(dst, byte(KindOps))
 	dst = binary.AppendUvarint(dst, proposal)
 	dst = binary.AppendUvarint(dst, uint64(len(ops)))
@@ -88,12 +99,12 @@ func AppendOps(dst []byte, proposal uint64, ops []Op) []byte {
 			dst = binary.AppendVarint(dst, op.Seq)
 		}
 	}
-	return dst
+	return appendCRC(dst, start)
 }
 
 // EncodeHistory encodes a history entry.
 func EncodeHistory(id string) []byte {
-	return appendBytes([]byte{byte(KindHistory)}, []byte(id))
+	return appendCRC(appendBytes([]byte{byte(KindHistory)}, []byte(id)), 0)
 }
 
 // ErrEntry marks an entry that does not decode: a bug or a damaged log,
@@ -102,6 +113,14 @@ var ErrEntry = errors.New("bad clonekv log entry")
 
 // Decode decodes one entry. The ops' byte slices alias data.
 func Decode(data []byte) (Entry, error) {
+	if len(data) < 5 {
+		return Entry{}, fmt.Errorf("%w: %d bytes", ErrEntry, len(data))
+	}
+	body := data[:len(data)-4]
+	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(data[len(body):]) {
+		return Entry{}, fmt.Errorf("%w: checksum mismatch", ErrEntry)
+	}
+	data = body
 	d := decoder{buf: data}
 	var e Entry
 	e.Kind = Kind(d.byte())

@@ -65,6 +65,25 @@ type fsm struct {
 	history   string
 	applied   uint64
 	persisted time.Time // last snapshot written
+	// fatal is set (once, on the FSM goroutine) by an entry that does not
+	// decode; onFatal, if set, hears of it.
+	fatal   *DamageError
+	onFatal func(error)
+}
+
+// DamageError is a log entry that does not decode.
+type DamageError struct {
+	Index uint64
+	Err   error
+}
+
+func (e *DamageError) Error() string { return fmt.Sprintf("log entry %d: %v", e.Index, e.Err) }
+func (e *DamageError) Unwrap() error { return e.Err }
+
+func (f *fsm) damage() *DamageError {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.fatal
 }
 
 func (f *fsm) lastPersisted() time.Time {
@@ -82,10 +101,10 @@ func (f *fsm) persistedNow() {
 var _ raft.BatchingFSM = (*fsm)(nil)
 
 // ApplyBatch implements raft.BatchingFSM. Configuration and no-op entries
-// (raft's own) are skipped; a clonekv entry that does not decode stops the
-// node (raft has no way to skip it and every node must apply the same
-// entries): it panics with the index, which only a bug or an undetected
-// disk corruption can cause.
+// (raft's own) are skipped. A clonekv entry that does not decode (its
+// checksum fails: the log file was damaged) stops the FSM: neither it nor
+// anything after it reaches the store, Open refuses to start, and a running
+// node reports it through onFatal.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	b := &Batch{Entries: make([]Applied, 0, len(logs))}
@@ -95,9 +114,18 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		if l.Type != raft.LogCommand {
 			continue
 		}
+		if f.fatal != nil {
+			continue
+		}
 		e, err := Decode(l.Data)
 		if err != nil {
-			panic(fmt.Sprintf("raftlog: log entry %d: %v", l.Index, err))
+			f.mu.Lock()
+			f.fatal = &DamageError{Index: l.Index, Err: err}
+			f.mu.Unlock()
+			if f.onFatal != nil {
+				f.onFatal(f.fatal)
+			}
+			continue
 		}
 		if e.Kind == KindHistory {
 			f.mu.Lock()

@@ -115,7 +115,12 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("raft log %s: last index: %w", st.logDir, err))
 	}
-	n.fsm = &fsm{store: c.Store, replayTo: last}
+	n.fsm = &fsm{store: c.Store, replayTo: last, onFatal: func(err error) {
+		c.Logger.Error("the log is damaged: nothing from this entry on is applied; no longer accepting updates", "dir", c.Dir, "err", err)
+		if c.Stats != nil {
+			c.Stats.LogFailed.Store(true)
+		}
+	}}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(c.NodeID)
@@ -176,6 +181,9 @@ func (n *Node) awaitLeader(ctx context.Context) error {
 	}
 	if err := n.raft.Barrier(0).Error(); err != nil {
 		return fmt.Errorf("raft barrier: %w", err)
+	}
+	if d := n.fsm.damage(); d != nil {
+		return fmt.Errorf("damaged log in %s: %w (segment %s); refusing to start", layout(n.cfg.Dir).wal, d, segmentOf(n.cfg.Dir, d.Index))
 	}
 	if n.fsm.historyID() == "" {
 		id, err := newHistoryID()
@@ -311,9 +319,10 @@ func describe(dir string) string {
 	return "data directory " + dir
 }
 
-// hclogger routes raft's logs to slog, at warning level and above: raft is
-// chatty at info (every election, every snapshot).
+// hclogger routes raft's errors to slog. Below error raft is chatty (every
+// election, every snapshot) and a one-voter cluster warns on every start
+// that its heartbeat timed out before it elected itself.
 func hclogger(l *slog.Logger) hclog.Logger {
-	return hclog.FromStandardLogger(slog.NewLogLogger(l.Handler(), slog.LevelWarn),
-		&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn})
+	return hclog.FromStandardLogger(slog.NewLogLogger(l.Handler(), slog.LevelError),
+		&hclog.LoggerOptions{Name: "raft", Level: hclog.Error})
 }
