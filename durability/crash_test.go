@@ -46,7 +46,7 @@ func writer(s *sockets, prefix string, max int) (stop func() int) {
 func TestKill9LosesNothingShown(t *testing.T) {
 	dir, port := t.TempDir(), testkit.FreePorts(t)
 	s := newSockets(t, port)
-	shown := map[string]pub{}    // key -> the update a subscriber received
+	shown := map[string]pub{}   // key -> the update a subscriber received
 	bySeq := map[int64]string{} // sequence -> key=body, from everything seen
 	note := func(seq int64, key, body, where string) {
 		kb := key + "=" + body
