@@ -33,6 +33,8 @@ type statsCollector struct {
 	sequence, keys, backlog, inFlight                          *prometheus.Desc
 	snapshots, snapshotKeys, snapshotSeconds, snapshotsAborted *prometheus.Desc
 	connections, connAccepted, handshakes, handshakesFailed    *prometheus.Desc
+	// The raft log (README "Durability").
+	raftCommit, raftApplied, raftSnapIndex, raftSnapTime, raftLogEntries, raftDisk, notStored, logFailed *prometheus.Desc
 }
 
 func newStatsCollector(src Source) *statsCollector {
@@ -58,6 +60,14 @@ func newStatsCollector(src Source) *statsCollector {
 		connAccepted:     d("connections_accepted_total", "TCP connections accepted, per server socket.", "socket"),
 		handshakes:       d("handshakes_total", "ZMTP handshakes completed, per server socket (with CURVE: clients admitted).", "socket"),
 		handshakesFailed: d("handshakes_failed_total", "Handshakes failed, per server socket (with CURVE: refused clients).", "socket"),
+		raftCommit:       d("raft_commit_index", "The raft log's commit index."),
+		raftApplied:      d("raft_applied_index", "The last raft log index handed to the store (clonekv_sequence is the applied CHP sequence)."),
+		raftSnapIndex:    d("raft_last_snapshot_index", "Raft log index of the newest FSM snapshot (0: none)."),
+		raftSnapTime:     d("raft_last_snapshot_timestamp_seconds", "When this process last wrote an FSM snapshot, unix seconds (0: not yet)."),
+		raftLogEntries:   d("raft_log_entries", "Entries in the raft log (the tail kept after the newest snapshot)."),
+		raftDisk:         d("data_dir_bytes", "Disk space used by the data directory (0 with --memory)."),
+		notStored:        d("updates_not_stored_total", "Updates dropped because the log could not store them."),
+		logFailed:        d("log_failed", "1 once the log failed to store an update: the server no longer accepts updates."),
 	}
 }
 
@@ -66,6 +76,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.accepted, c.published, c.rejected, c.expirations, c.hugz, c.sequence, c.keys, c.backlog, c.inFlight,
 		c.snapshots, c.snapshotKeys, c.snapshotSeconds, c.snapshotsAborted,
 		c.connections, c.connAccepted, c.handshakes, c.handshakesFailed,
+		c.raftCommit, c.raftApplied, c.raftSnapIndex, c.raftSnapTime, c.raftLogEntries, c.raftDisk, c.notStored, c.logFailed,
 	} {
 		ch <- d
 	}
@@ -95,6 +106,18 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.snapshotKeys, st.SnapshotKeys.Load())
 	ch <- prometheus.MustNewConstSummary(c.snapshotSeconds, uint64(served), float64(st.SnapshotNanos.Load())/1e9, nil)
 	counter(c.snapshotsAborted, st.SnapshotsAborted.Load())
+	gauge(c.raftCommit, st.RaftCommitIndex.Load())
+	gauge(c.raftApplied, st.RaftAppliedIndex.Load())
+	gauge(c.raftSnapIndex, st.RaftLastSnapshotIndex.Load())
+	gauge(c.raftSnapTime, st.RaftLastSnapshotUnix.Load())
+	gauge(c.raftLogEntries, st.RaftLogEntries.Load())
+	gauge(c.raftDisk, st.RaftDiskBytes.Load())
+	counter(c.notStored, st.NotStored.Load())
+	failed := int64(0)
+	if st.LogFailed.Load() {
+		failed = 1
+	}
+	gauge(c.logFailed, failed)
 	for _, p := range c.src.Peers() {
 		gauge(c.connections, p.Connected, p.Socket)
 		counter(c.connAccepted, p.Accepted, p.Socket)
