@@ -118,4 +118,3 @@ func readSnapshotFile(path string) (raftlog.Restored, error) {
 	defer f.Close()
 	return raftlog.ReadSnapshot(f)
 }
-
