@@ -26,6 +26,11 @@ const (
 	ImplClonekv  = "clonekv"
 	ImplBaseline = "baseline"
 	ImplRelay    = "relay" // updates only: it has no snapshot port and no map
+	// ImplDurable is clonekv on a data directory (clonesrv's default);
+	// ImplClonekv keeps its log in memory (--memory). "clonekv-durable=DIR"
+	// serves from DIR and leaves it (the restart measurement); without a
+	// directory a temporary one is used and removed.
+	ImplDurable = "clonekv-durable"
 )
 
 // Target is one running server under test: base port P (snapshots at P,
@@ -146,23 +151,21 @@ func (InProcessLauncher) Launch(ctx context.Context, impl string) (*Target, erro
 func Serve(ctx context.Context, impl string, port int, ready func(port int)) error {
 	quiet := slog.New(slog.DiscardHandler)
 	var run func(context.Context) error
+	if dir, ok := strings.CutPrefix(impl, ImplDurable); ok {
+		dir = strings.TrimPrefix(dir, "=")
+		if dir == "" {
+			tmp, err := os.MkdirTemp("", "clonebench-durable-")
+			if err != nil {
+				return fmt.Errorf("serve %s: %w", impl, err)
+			}
+			defer os.RemoveAll(tmp)
+			dir = tmp
+		}
+		return serveClonekv(ctx, port, server.LogConfig{DataDir: dir}, ready)
+	}
 	switch impl {
 	case ImplClonekv:
-		// As clonesrv runs it (its --gc-percent default).
-		debug.SetGCPercent(server.DefaultGCPercent)
-		srv, err := server.New(server.Config{Bind: "127.0.0.1", Port: port, Logger: quiet})
-		if err != nil {
-			return fmt.Errorf("serve clonekv: %w", err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- srv.Run(ctx) }()
-		select {
-		case <-srv.Ready():
-		case err := <-done:
-			return fmt.Errorf("serve clonekv: %w", err)
-		}
-		ready(srv.Port())
-		return <-done
+		return serveClonekv(ctx, port, server.LogConfig{}, ready)
 	case ImplBaseline:
 		srv, err := baseline.New(baseline.Config{Port: port, Logger: quiet})
 		if err != nil {
@@ -182,6 +185,25 @@ func Serve(ctx context.Context, impl string, port int, ready func(port int)) err
 	done := make(chan error, 1)
 	go func() { done <- run(ctx) }()
 	ready(port)
+	return <-done
+}
+
+// serveClonekv runs clonekv as clonesrv does (its --gc-percent default)
+// with the log kept as lc says.
+func serveClonekv(ctx context.Context, port int, lc server.LogConfig, ready func(port int)) error {
+	debug.SetGCPercent(server.DefaultGCPercent)
+	srv, err := server.New(server.Config{Bind: "127.0.0.1", Port: port, Log: lc, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return fmt.Errorf("serve clonekv: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		return fmt.Errorf("serve clonekv: %w", err)
+	}
+	ready(srv.Port())
 	return <-done
 }
 

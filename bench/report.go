@@ -147,7 +147,7 @@ func (r *Report) Tables() []Table {
 			},
 		})
 	}
-	return ts
+	return append(ts, durabilityTables(r.Durable)...)
 }
 
 func snapshotTable(k, b MapResult) Table {

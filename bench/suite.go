@@ -17,15 +17,18 @@ type Suite struct {
 	Map     MapParams
 	Join    JoinParams
 	Fanout  FanoutParams
+	Durable DurabilityParams
 }
 
 // AllCases are the case names, in the order they run. "snapshot" also
 // measures memory per key and, on the same loaded server, "ttl".
-var AllCases = []string{"updates", "snapshot", "join-under-load", "fanout"}
+var AllCases = []string{"updates", "snapshot", "join-under-load", "fanout", "durability"}
 
 var (
 	bothImpls  = []string{ImplBaseline, ImplClonekv}
 	threeImpls = []string{ImplBaseline, ImplClonekv, ImplRelay}
+	// durableImpls: baseline first (its zero-loss rate is the reference).
+	durableImpls = []string{ImplBaseline, ImplClonekv, ImplDurable}
 )
 
 // Full is `make bench`: every target of the benchmark issue, sized to run
@@ -53,6 +56,16 @@ func Full() Suite {
 		},
 		Join:   JoinParams{Impls: bothImpls, Keys: 10_000, Pubs: 2, Rate: 10_000, Dur: 3 * time.Second, Joiners: 4},
 		Fanout: FanoutParams{Impls: bothImpls, Subs: 1000, Groups: 8, Rate: 100, N: 300},
+		Durable: DurabilityParams{
+			Updates: UpdatesParams{
+				Cases: []UpdatesCase{{Pubs: 1, Subs: 1, Body: 16, Keys: 1000}},
+				Impls: durableImpls, Runs: 3,
+				Trial: 400 * time.Millisecond, Latency: time.Second, Unbounded: 500 * time.Millisecond,
+				StartRate: 20000, MaxRate: 2e6, Rates: []float64{20000},
+				Budget: 60 * time.Second,
+			},
+			Keys: 1_000_000, Loaders: 4, Impls: durableImpls,
+		},
 	}
 }
 
@@ -76,6 +89,16 @@ func Quick() Suite {
 		},
 		Join:   JoinParams{Impls: bothImpls, Keys: 1000, Pubs: 1, Rate: 2000, Dur: time.Second, Joiners: 2},
 		Fanout: FanoutParams{Impls: bothImpls, Subs: 20, Groups: 2, Rate: 500, N: 200},
+		Durable: DurabilityParams{
+			Updates: UpdatesParams{
+				Cases: []UpdatesCase{{Pubs: 1, Subs: 1, Body: 16, Keys: 100}},
+				Impls: durableImpls, Runs: 1,
+				Trial: 200 * time.Millisecond, Latency: 200 * time.Millisecond, Unbounded: 200 * time.Millisecond,
+				StartRate: 20000, MaxRate: 2e6, Rates: []float64{2000},
+				Budget: 4 * time.Second,
+			},
+			Keys: 10_000, Loaders: 2, Impls: durableImpls,
+		},
 	}
 }
 
@@ -99,15 +122,16 @@ func ThisMachine() Machine {
 
 // Report is everything one run measured.
 type Report struct {
-	Suite    string           `json:"suite"`
-	Command  string           `json:"command"`
-	Machine  Machine          `json:"machine"`
-	Started  time.Time        `json:"started"`
-	Elapsed  Dur              `json:"elapsed"`
-	Updates  []UpdatesResult  `json:"updates,omitempty"`
-	Map      []MapResult      `json:"snapshot,omitempty"`
-	JoinLoad []JoinLoadResult `json:"join_under_load,omitempty"`
-	Fanout   []FanoutResult   `json:"fanout,omitempty"`
+	Suite    string            `json:"suite"`
+	Command  string            `json:"command"`
+	Machine  Machine           `json:"machine"`
+	Started  time.Time         `json:"started"`
+	Elapsed  Dur               `json:"elapsed"`
+	Updates  []UpdatesResult   `json:"updates,omitempty"`
+	Map      []MapResult       `json:"snapshot,omitempty"`
+	JoinLoad []JoinLoadResult  `json:"join_under_load,omitempty"`
+	Fanout   []FanoutResult    `json:"fanout,omitempty"`
+	Durable  *DurabilityReport `json:"durability,omitempty"`
 }
 
 // Run runs the suite's cases in order with servers from l.
@@ -127,6 +151,8 @@ func Run(ctx context.Context, s Suite, l Launcher, prog *Progress) (*Report, err
 			rep.JoinLoad, err = runJoinLoad(ctx, l, s.Join, prog)
 		case "fanout":
 			rep.Fanout, err = runFanout(ctx, l, s.Fanout, prog)
+		case "durability":
+			rep.Durable, err = runDurability(ctx, l, s.Durable, prog)
 		default:
 			err = fmt.Errorf("unknown case %q (want one of %v)", c, AllCases)
 		}
