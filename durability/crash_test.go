@@ -44,6 +44,7 @@ func writer(s *sockets, prefix string, max int) (stop func() int) {
 // and no sequence is ever used for two different updates. Five rounds on
 // one data directory.
 func TestKill9LosesNothingShown(t *testing.T) {
+	t.Parallel()
 	dir, port := t.TempDir(), testkit.FreePorts(t)
 	s := newSockets(t, port)
 	shown := map[string]pub{}   // key -> the update a subscriber received

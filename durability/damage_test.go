@@ -75,6 +75,7 @@ func damage(t *testing.T, path string, at, n int, pattern byte) {
 // to start with a message naming the file. Never a silent loss before the
 // damage, never a silent empty start.
 func TestDamagedLogTail(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name    string
 		from    int // bytes before the end of the data

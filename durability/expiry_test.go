@@ -16,6 +16,7 @@ import (
 // keeps up sees every sequence (no gap), and an update sent while they
 // stream is published within a second.
 func TestMassExpiryPaced(t *testing.T) {
+	t.Parallel()
 	const n = 20_000
 	dir, port := t.TempDir(), testkit.FreePorts(t)
 	s := newSockets(t, port)

@@ -38,6 +38,7 @@ func load(t *testing.T, s *sockets, prefix string, n int) {
 // sequence, the sequence and the history id are the same, and a
 // subscriber connected across the restart receives no update at all.
 func TestRestartKeepsEverything(t *testing.T) {
+	t.Parallel()
 	n := 100_000
 	if testing.Short() {
 		n = 10_000

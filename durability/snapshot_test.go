@@ -23,6 +23,7 @@ import (
 // from the newest snapshot plus the log after it serves the same map as the
 // live server did.
 func TestSnapshotWhileStreaming(t *testing.T) {
+	t.Parallel()
 	const keys, groups, group = 300, 30, 200
 	dir, port := t.TempDir(), testkit.FreePorts(t)
 	s := newSockets(t, port)

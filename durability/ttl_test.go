@@ -16,6 +16,7 @@ import (
 // the start. Keys with a longer ttl (8 s) keep their original deadline:
 // present after the restart, deleted at set time + 8 s, not restart + 8 s.
 func TestTTLAcrossRestart(t *testing.T) {
+	t.Parallel()
 	const short, long, n = 2, 8, 50
 	dir, port := t.TempDir(), testkit.FreePorts(t)
 	s := newSockets(t, port)
