@@ -60,6 +60,15 @@ func TestSnapshotWhileStreaming(t *testing.T) {
 		}
 		return m
 	}
+	if want := stateAt(int64(total)); len(live) != len(want) {
+		t.Fatalf("live map has %d keys, the recorded updates make %d", len(live), len(want))
+	} else {
+		for k, w := range want {
+			if live[k] != w {
+				t.Fatalf("live %q = %+v, recorded %+v", k, live[k], w)
+			}
+		}
+	}
 	files, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin"))
 	checked := 0
 	for _, f := range files {

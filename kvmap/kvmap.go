@@ -143,6 +143,19 @@ func (m *Map) ApplyExpiring(msg kvmsg.Msg, expires int64) {
 	m.tree.Set(e)
 }
 
+// Load is ApplyExpiring for input in key order (a snapshot being read
+// back): a key that sorts after every key in the map is appended without a
+// search. Any other key is stored as ApplyExpiring would.
+func (m *Map) Load(msg kvmsg.Msg, expires int64) {
+	if msg.IsDelete() {
+		m.tree.Delete(probe(msg.Key))
+		return
+	}
+	e := NewEntry(msg)
+	e.expires = expires
+	m.tree.Load(e)
+}
+
 // Delete removes key and reports whether it was there.
 func (m *Map) Delete(key []byte) bool {
 	_, ok := m.tree.Delete(probe(key))

@@ -150,8 +150,14 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		if err := raft.BootstrapCluster(rc, st.logs, st.stable, st.snaps, trans, boot); err != nil {
 			return fail(fmt.Errorf("bootstrap %s: %w", describe(c.Dir), err))
 		}
-	} else if err := checkNewestSnapshot(st.snaps, st.snapDir); err != nil {
-		return fail(err)
+	} else {
+		snapIndex, err := checkNewestSnapshot(st.snaps, st.snapDir)
+		if err != nil {
+			return fail(err)
+		}
+		if err := dropLogBehind(st.logs, snapIndex, st.logDir); err != nil {
+			return fail(err)
+		}
 	}
 	n.raft, err = raft.NewRaft(rc, n.fsm, st.logs, st.stable, st.snaps, trans)
 	if err != nil {
@@ -213,8 +219,8 @@ func (n *Node) Dir() string { return n.cfg.Dir }
 // Snapshot takes an FSM snapshot now and waits for it to be written.
 func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
 
-// Close stops raft (every outstanding Apply then fails with
-// raft.ErrRaftShutdown) and closes the stores. ctx bounds the wait for
+// Close snapshots the final state (on disk), stops raft (every outstanding
+// Apply then fails with raft.ErrRaftShutdown) and closes the stores. ctx bounds the wait for
 // raft; the stores are closed only once raft has stopped.
 func (n *Node) Close(ctx context.Context) error {
 	n.closeOnce.Do(func() {
@@ -227,7 +233,16 @@ func (n *Node) Close(ctx context.Context) error {
 			return
 		}
 		done := make(chan error, 1)
-		go func() { done <- n.raft.Shutdown().Error() }()
+		go func() {
+			// A snapshot of the final state makes the next start a
+			// snapshot load with no log to replay.
+			if n.cfg.Dir != "" && n.raft.State() == raft.Leader {
+				if err := n.raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
+					n.cfg.Logger.Warn("snapshot at shutdown", "err", err)
+				}
+			}
+			done <- n.raft.Shutdown().Error()
+		}()
 		select {
 		case err := <-done:
 			if err != nil {
@@ -297,19 +312,38 @@ func openStores(c Config, hl hclog.Logger) (*stores, error) {
 // checkNewestSnapshot reads the newest snapshot through (the file store
 // checks its CRC). raft would fall back to an older snapshot, whose log
 // tail may be gone, so a damaged newest snapshot stops the start instead.
-func checkNewestSnapshot(snaps raft.SnapshotStore, dir string) error {
+func checkNewestSnapshot(snaps raft.SnapshotStore, dir string) (uint64, error) {
 	list, err := snaps.List()
 	if err != nil {
-		return fmt.Errorf("list snapshots in %s: %w", dir, err)
+		return 0, fmt.Errorf("list snapshots in %s: %w", dir, err)
 	}
 	if len(list) == 0 {
-		return nil
+		return 0, nil
 	}
 	_, rc, err := snaps.Open(list[0].ID)
 	if err != nil {
-		return fmt.Errorf("snapshot %s: %w", snapshotFile(dir, list[0].ID), err)
+		return 0, fmt.Errorf("snapshot %s: %w", snapshotFile(dir, list[0].ID), err)
 	}
-	return rc.Close()
+	return list[0].Index, rc.Close()
+}
+
+// dropLogBehind empties a log whose last entry is older than the newest
+// snapshot (its torn tail was dropped, but the snapshot holds everything
+// up to its index): raft continues after the snapshot's index, and the log
+// store only appends contiguously.
+func dropLogBehind(logs raft.LogStore, snapIndex uint64, dir string) error {
+	last, err := logs.LastIndex()
+	if err != nil || last == 0 || last >= snapIndex {
+		return err
+	}
+	first, err := logs.FirstIndex()
+	if err != nil {
+		return fmt.Errorf("raft log %s: %w", dir, err)
+	}
+	if err := logs.DeleteRange(first, last); err != nil {
+		return fmt.Errorf("raft log %s: drop entries %d..%d behind snapshot %d: %w", dir, first, last, snapIndex, err)
+	}
+	return nil
 }
 
 func describe(dir string) string {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -180,21 +181,28 @@ func TestDamagedSnapshotRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.Close(context.Background())
+	// Close took one more snapshot: damage them all.
 	files, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin"))
-	if len(files) != 1 {
-		t.Fatalf("snapshot files: %v", files)
+	if len(files) == 0 {
+		t.Fatal("no snapshot files")
 	}
-	f, err := os.OpenFile(files[0], os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
+	for _, path := range files {
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 1)
+		f.ReadAt(b, 3)
+		b[0] ^= 0xff
+		f.WriteAt(b, 3)
+		f.Close()
 	}
-	b := make([]byte, 1)
-	f.ReadAt(b, 3)
-	b[0] ^= 0xff
-	f.WriteAt(b, 3)
-	f.Close()
-	_, err = Open(context.Background(), Config{Dir: dir, Store: &memStore{m: kvmap.New()}})
-	if err == nil || !bytes.Contains([]byte(err.Error()), []byte(files[0])) {
-		t.Fatalf("Open of a damaged snapshot: %v, want an error naming %s", err, files[0])
+	_, err := Open(context.Background(), Config{Dir: dir, Store: &memStore{m: kvmap.New()}})
+	named := false
+	for _, path := range files {
+		named = named || (err != nil && strings.Contains(err.Error(), path))
+	}
+	if !named {
+		t.Fatalf("Open of a damaged snapshot: %v, want an error naming one of %v", err, files)
 	}
 }

@@ -137,7 +137,7 @@ func readSnapshot(r io.Reader) (Restored, error) {
 		if len(m.Key) == 0 || len(m.Body) == 0 {
 			return fail(where("entry"), errors.New("empty key or value"))
 		}
-		out.Map.ApplyExpiring(m, ex)
+		out.Map.Load(m, ex) // the snapshot is in key order
 	}
 	if err := readMagic(br); err != nil {
 		return fail("trailer", err)
