@@ -63,7 +63,6 @@ type fsm struct {
 
 	mu        sync.Mutex
 	history   string
-	applied   uint64
 	persisted time.Time // last snapshot written
 	// fatal is set (once, on the FSM goroutine) by an entry that does not
 	// decode; onFatal, if set, hears of it.
@@ -108,9 +107,7 @@ var _ raft.BatchingFSM = (*fsm)(nil)
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	b := &Batch{Entries: make([]Applied, 0, len(logs))}
-	var last uint64
 	for _, l := range logs {
-		last = l.Index
 		if l.Type != raft.LogCommand {
 			continue
 		}
@@ -139,9 +136,6 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	if len(b.Entries) > 0 {
 		f.store.Apply(b)
 	}
-	f.mu.Lock()
-	f.applied = last
-	f.mu.Unlock()
 	return out
 }
 
