@@ -64,6 +64,7 @@ type fsm struct {
 	mu        sync.Mutex
 	history   string
 	persisted time.Time // last snapshot written
+	command   uint64    // index of the last clonekv entry applied
 	// fatal is set (once, on the FSM goroutine) by an entry that does not
 	// decode; onFatal, if set, hears of it.
 	fatal   *DamageError
@@ -83,6 +84,12 @@ func (f *fsm) damage() *DamageError {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.fatal
+}
+
+func (f *fsm) lastCommand() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.command
 }
 
 func (f *fsm) lastPersisted() time.Time {
@@ -132,6 +139,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			f.mu.Unlock()
 		}
 		b.Entries = append(b.Entries, Applied{Index: l.Index, Replay: l.Index <= f.replayTo, Entry: e})
+		f.mu.Lock()
+		f.command = l.Index
+		f.mu.Unlock()
 	}
 	if len(b.Entries) > 0 {
 		f.store.Apply(b)

@@ -150,17 +150,17 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 		if err := raft.BootstrapCluster(rc, st.logs, st.stable, st.snaps, trans, boot); err != nil {
 			return fail(fmt.Errorf("bootstrap %s: %w", describe(c.Dir), err))
 		}
-	} else {
-		snapIndex, err := checkNewestSnapshot(st.snaps, st.snapDir)
-		if err != nil {
-			return fail(err)
-		}
-		if err := dropLogBehind(st.logs, snapIndex, st.logDir); err != nil {
-			return fail(err)
-		}
+	} else if err := dropLogBehind(st.logs, st.snaps, st.logDir); err != nil {
+		return fail(err)
 	}
-	n.raft, err = raft.NewRaft(rc, n.fsm, st.logs, st.stable, st.snaps, trans)
+	// raft falls back to an older snapshot when the newest does not load,
+	// and the log after the older one may be gone: it sees only the newest,
+	// and a failure to load it stops the start, naming the file.
+	n.raft, err = raft.NewRaft(rc, n.fsm, st.logs, st.stable, newestOnly{st.snaps}, trans)
 	if err != nil {
+		if serr := checkNewestSnapshot(st.snaps, st.snapDir); serr != nil {
+			err = serr
+		}
 		return fail(fmt.Errorf("start raft on %s: %w", describe(c.Dir), err))
 	}
 	if err := n.awaitLeader(ctx); err != nil {
@@ -236,7 +236,7 @@ func (n *Node) Close(ctx context.Context) error {
 		go func() {
 			// A snapshot of the final state makes the next start a
 			// snapshot load with no log to replay.
-			if n.cfg.Dir != "" && n.raft.State() == raft.Leader {
+			if n.cfg.Dir != "" && n.raft.State() == raft.Leader && n.fsm.lastCommand() > n.lastSnapshotIndex() {
 				if err := n.raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 					n.cfg.Logger.Warn("snapshot at shutdown", "err", err)
 				}
@@ -312,26 +312,46 @@ func openStores(c Config, hl hclog.Logger) (*stores, error) {
 // checkNewestSnapshot reads the newest snapshot through (the file store
 // checks its CRC). raft would fall back to an older snapshot, whose log
 // tail may be gone, so a damaged newest snapshot stops the start instead.
-func checkNewestSnapshot(snaps raft.SnapshotStore, dir string) (uint64, error) {
+func checkNewestSnapshot(snaps raft.SnapshotStore, dir string) error {
 	list, err := snaps.List()
 	if err != nil {
-		return 0, fmt.Errorf("list snapshots in %s: %w", dir, err)
+		return fmt.Errorf("list snapshots in %s: %w", dir, err)
 	}
 	if len(list) == 0 {
-		return 0, nil
+		return nil
 	}
 	_, rc, err := snaps.Open(list[0].ID)
 	if err != nil {
-		return 0, fmt.Errorf("snapshot %s: %w", snapshotFile(dir, list[0].ID), err)
+		return fmt.Errorf("snapshot %s: %w", snapshotFile(dir, list[0].ID), err)
 	}
-	return list[0].Index, rc.Close()
+	if _, err := readSnapshot(rc); err != nil {
+		rc.Close()
+		return fmt.Errorf("snapshot %s: %w", snapshotFile(dir, list[0].ID), err)
+	}
+	return rc.Close()
+}
+
+// newestOnly is a snapshot store that lists only its newest snapshot.
+type newestOnly struct{ raft.SnapshotStore }
+
+func (s newestOnly) List() ([]*raft.SnapshotMeta, error) {
+	list, err := s.SnapshotStore.List()
+	if len(list) > 1 {
+		list = list[:1]
+	}
+	return list, err
 }
 
 // dropLogBehind empties a log whose last entry is older than the newest
 // snapshot (its torn tail was dropped, but the snapshot holds everything
 // up to its index): raft continues after the snapshot's index, and the log
 // store only appends contiguously.
-func dropLogBehind(logs raft.LogStore, snapIndex uint64, dir string) error {
+func dropLogBehind(logs raft.LogStore, snaps raft.SnapshotStore, dir string) error {
+	list, err := snaps.List()
+	if err != nil || len(list) == 0 {
+		return err
+	}
+	snapIndex := list[0].Index
 	last, err := logs.LastIndex()
 	if err != nil || last == 0 || last >= snapIndex {
 		return err
@@ -360,3 +380,14 @@ func hclogger(l *slog.Logger) hclog.Logger {
 	return hclog.FromStandardLogger(slog.NewLogLogger(l.Handler(), slog.LevelError),
 		&hclog.LoggerOptions{Name: "raft", Level: hclog.Error})
 }
+
+func (n *Node) lastSnapshotIndex() uint64 {
+	list, err := n.snaps.List()
+	if err != nil || len(list) == 0 {
+		return 0
+	}
+	return list[0].Index
+}
+
+// Barrier waits until everything proposed so far is applied.
+func (n *Node) Barrier() error { return n.raft.Barrier(0).Error() }
