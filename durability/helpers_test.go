@@ -270,8 +270,15 @@ type recorder struct {
 	error error
 }
 
-func record(s *sockets) *recorder {
+func record(s *sockets, prefix ...string) *recorder {
 	sub := s.connect(zmq.SUB, 1)
+	if len(prefix) > 0 {
+		sub.SetUnsubscribe("")
+		for _, p := range prefix {
+			sub.SetSubscribe(p)
+		}
+		sub.SetSubscribe(kvmsg.KeyHeartbeat)
+	}
 	r := &recorder{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
