@@ -7,7 +7,7 @@ PREFIX    ?= /usr/local
 FUZZTIME  ?= 10s
 export CGO_ENABLED = 1
 
-.PHONY: all deps browser-deps build run lint test test-race test-heavy fuzz bench bench-quick soak install clean
+.PHONY: all deps browser-deps build run lint test test-race test-durable test-heavy fuzz bench bench-quick soak install clean
 
 all: build
 
@@ -32,7 +32,9 @@ build: deps
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 # run: the server in the foreground with its defaults (ports 5556-5558 on all
-# interfaces). Pass flags with ARGS, e.g. make run ARGS="--bind 127.0.0.1".
+# interfaces, its history in ./clonekv-data: stop and run again, the map is
+# still there). Pass flags with ARGS, e.g. make run ARGS="--bind 127.0.0.1"
+# or ARGS="--memory" for a server that forgets everything when it stops.
 run: build
 	./$(BIN)/clonesrv $(ARGS)
 
@@ -42,15 +44,21 @@ lint: deps
 	$(GO) tool staticcheck ./...
 
 # test: lint, then every test with the race detector (the transport ones
-# also through the fallback I/O path), then the
-# million-key tests (too slow under -race) without it, then short fuzzing.
-test: lint test-race test-heavy fuzz bench-quick
+# also through the fallback I/O path), then the in-process server tests
+# again on a data directory (test-durable; the process tests run clonesrv on
+# one anyway), then the million-key tests (too slow under -race) without
+# it, then short fuzzing.
+test: lint test-race test-durable test-heavy fuzz bench-quick
 
 # The transport tests run a second time with the one-call cgo paths off
 # (tag clonekv_nofastio), so the portable fallback stays tested.
 test-race: deps browser-deps
 	$(GO) test -race -count=1 -timeout 10m ./...
 	$(GO) test -race -count=1 -tags clonekv_nofastio ./transport/...
+
+test-durable: deps
+	CLONEKV_TEST_DURABLE=1 $(GO) test -race -count=1 -timeout 10m \
+		-run 'TestBadInput|TestSnapshotConsistent|TestCollectorSub|TestSnapshotSubtree|TestUpdatesSequenced|TestTTLExpiry|TestHeartbeat' ./server/
 
 test-heavy: deps
 	$(GO) test -count=1 -timeout 10m -run 'Million' ./server/

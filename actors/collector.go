@@ -20,13 +20,14 @@ const (
 	ReasonTTL         = "ttl"
 )
 
-// Updates is a batch of validated client updates for the store.
+// Updates is a batch of validated client updates for the proposer.
 type Updates struct {
 	Items []Pending
 	Done  func() // returns the batch's credit; passed on to Committed
 }
 
-// Pending is a validated update waiting for its sequence number.
+// Pending is a validated update waiting for its entry in the log (and then
+// its sequence number).
 type Pending struct {
 	Msg kvmsg.Msg
 	TTL time.Duration
@@ -34,16 +35,16 @@ type Pending struct {
 
 // CollectorConfig configures the collector.
 type CollectorConfig struct {
-	Store  *actor.PID
-	Limits kvmsg.Limits
-	Stats  *stats.Server
-	Log    *stats.RejectLog
+	Proposer *actor.PID
+	Limits   kvmsg.Limits
+	Stats    *stats.Server
+	Log      *stats.RejectLog
 }
 
 // Collector turns raw KVSET frames from the collector socket into validated
 // updates for the store: it decodes each message, checks the key and parses
 // the ttl. Bad input is dropped, counted and logged (rate-limited) here, so
-// the store only ever sees well-formed updates.
+// only well-formed updates reach the log and the store.
 type Collector struct {
 	cfg CollectorConfig
 }
@@ -72,7 +73,7 @@ func (c *Collector) Receive(ctx actor.Context) {
 	}
 	c.cfg.Stats.UpdatesAccepted.Add(int64(len(items)))
 	c.cfg.Stats.StoreBacklog.Add(1)
-	ctx.Send(c.cfg.Store, &Updates{Items: items, Done: in.Done})
+	ctx.Send(c.cfg.Proposer, &Updates{Items: items, Done: in.Done})
 }
 
 // rejectError carries a collector-level reason.

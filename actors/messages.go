@@ -2,10 +2,12 @@
 // messages each one takes beside it. The store actor is the only place state
 // changes (sequence, map); the others feed it or follow it:
 //
-//	adapter.Reader ─► Collector ─► Store ─► Committed ─► Publisher ─► adapter.Writer (PUB)
-//	                                  ▲   │                 Reaper (expiry index) ─► Expire ─► Store
-//	                                  │   └───────────────► HandlerRunner ─► queue ─► Handler.OnCommit
-//	adapter.Router ─► Snapshot ─────┘ ViewRequest/View ─► adapter.Send chunks back to the Router
+//	adapter.Reader ─► Collector ─► Proposer ─► raft (log on disk) ─► FSM ─► Store ─► Committed ─► Publisher ─► adapter.Writer (PUB)
+//	                                  ▲                                         ▲  │                 Reaper (expiry index)
+//	                                  └──────────── Expire (through the log) ───┼──┼──────────────── ┘
+//	                                                                            │  └───────────────► HandlerRunner ─► queue ─► Handler.OnCommit
+//	adapter.Router ─► Snapshot ─── ViewRequest/View ───────────────────────────┘
+//	                     └─► adapter.Send chunks back to the Router
 //	Heartbeat ─► Publisher (HUGZ)
 //
 // Actors never block on a socket; socket I/O lives in transport.
@@ -14,6 +16,7 @@ package actors
 import (
 	"time"
 
+	"github.com/clonekv/clonekv/kvmap"
 	"github.com/clonekv/clonekv/kvmsg"
 )
 
@@ -38,4 +41,14 @@ type Update struct {
 // alone (see publish).
 type Committed struct {
 	Updates []Update
+	// Seq is the store's sequence after the batch and History the history
+	// id (empty until the log names it).
+	Seq     int64
+	History string
+	// Replayed marks what the store re-applied from the log on start:
+	// clients saw it before the restart, so it is not published again.
+	Replayed bool
+	// Restored, when set, is the whole map after a snapshot restore (no
+	// Updates): handlers that keep derived state rebuild it from this.
+	Restored *kvmap.View
 }

@@ -2,6 +2,7 @@ package actors
 
 import (
 	"encoding/binary"
+	"strconv"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -38,6 +39,10 @@ type PublisherConfig struct {
 // once however many subscribers there are (the PUB socket fans out).
 type Publisher struct {
 	cfg PublisherConfig
+	// seq and history are what HUGZ carries: the last sequence handed to
+	// the writer and the history id.
+	seq     int64
+	history string
 }
 
 // NewPublisher returns the publisher actor.
@@ -47,11 +52,19 @@ func NewPublisher(cfg PublisherConfig) *Publisher { return &Publisher{cfg: cfg} 
 func (p *Publisher) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *publish:
+		p.seq, p.history = m.Seq, m.History
+		// Replayed batches were published before the restart.
+		if m.Replayed || len(m.Updates) == 0 {
+			if m.release != nil {
+				m.release()
+			}
+			return
+		}
 		ctx.Send(p.cfg.Writer, &adapter.Outbound{Msgs: EncodeUpdates(m.Updates), Done: m.release})
 		p.cfg.Stats.UpdatesPublished.Add(int64(len(m.Updates)))
 	case *Heartbeat:
 		hugz := &transport.Flat{}
-		hugz.Add([]byte(kvmsg.KeyHeartbeat), make([]byte, kvmsg.SeqLen), nil, nil, nil)
+		hugz.Add([]byte(kvmsg.KeyHeartbeat), make([]byte, kvmsg.SeqLen), nil, HeartbeatProps(p.history, p.seq), nil)
 		ctx.Send(p.cfg.Writer, &adapter.Outbound{Msgs: hugz})
 		p.cfg.Stats.HeartbeatsSent.Add(1)
 	}
@@ -77,4 +90,19 @@ func EncodeUpdates(ups []Update) *transport.Flat {
 		f.Add(m.Key, seq[:], m.UUID, m.Props, m.Body)
 	}
 	return f
+}
+
+// HeartbeatProps are the properties of HUGZ: "history=<id>\nseq=<seq>\n"
+// (the sequence frame stays 0 for RFC 12 and Model Five clients). Nil
+// before the history is known.
+func HeartbeatProps(history string, seq int64) []byte {
+	if history == "" {
+		return nil
+	}
+	b := make([]byte, 0, 64)
+	b = append(b, "history="...)
+	b = append(b, history...)
+	b = append(b, "\nseq="...)
+	b = strconv.AppendInt(b, seq, 10)
+	return append(b, '\n')
 }

@@ -23,10 +23,10 @@ func TestExpiryIndexTracksOnlyTTLKeys(t *testing.T) {
 	if x.Len() != 1 {
 		t.Fatalf("index holds %d keys, want 1 (a)", x.Len())
 	}
-	if due := x.popDue(now.Add(4 * time.Second)); len(due) != 0 {
+	if due := x.popDue(now.Add(4*time.Second), 1<<30); len(due) != 0 {
 		t.Fatalf("due at +4s: %v (a was moved to +5s)", due)
 	}
-	due := x.popDue(now.Add(5 * time.Second))
+	due := x.popDue(now.Add(5*time.Second), 1<<30)
 	if len(due) != 1 || string(due[0].Key) != "a" || due[0].Seq != 4 {
 		t.Fatalf("due at +5s: %+v, want a@4", due)
 	}
@@ -41,11 +41,11 @@ func TestExpiryIndexOrder(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		x.track(update(fmt.Sprint(i), int64(i+1), now.Add(time.Duration((i*37)%100)*time.Millisecond)))
 	}
-	due := x.popDue(now.Add(49 * time.Millisecond))
+	due := x.popDue(now.Add(49*time.Millisecond), 1<<30)
 	if len(due) != 50 {
 		t.Fatalf("%d due, want 50", len(due))
 	}
-	if rest := x.popDue(now.Add(time.Hour)); len(rest) != 50 {
+	if rest := x.popDue(now.Add(time.Hour), 1<<30); len(rest) != 50 {
 		t.Fatalf("%d left, want 50", len(rest))
 	}
 }
@@ -65,7 +65,7 @@ func TestReaperTickDoesNotGrowWithKeys(t *testing.T) {
 	const ticks = 1000
 	start := time.Now()
 	for i := 0; i < ticks; i++ {
-		if due := x.popDue(now.Add(time.Duration(i) * time.Millisecond)); len(due) != 0 {
+		if due := x.popDue(now.Add(time.Duration(i)*time.Millisecond), 1<<30); len(due) != 0 {
 			t.Fatalf("tick %d expired %d keys", i, len(due))
 		}
 	}

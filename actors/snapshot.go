@@ -110,6 +110,7 @@ type stream struct {
 	progress time.Time // start, then the last chunk the peer took
 	viewAt   time.Time // when the view arrived (zero: not yet, or released)
 	seq      int64
+	history  string
 	cur      *kvmap.Cursor
 	inflight int
 	finished bool // the final chunk (with KTHXBAI) has been produced
@@ -190,7 +191,7 @@ func (a *Snapshot) Receive(ctx actor.Context) {
 		if !ok || s.ending {
 			return
 		}
-		s.seq = m.Seq
+		s.seq, s.history = m.Seq, m.History
 		s.cur = m.Map.Cursor(s.subtree)
 		s.viewAt = time.Now()
 		a.fill(ctx, s)
@@ -331,7 +332,10 @@ func (a *Snapshot) produce(s *stream) *chunk {
 		e, ok := s.cur.Next()
 		if !ok {
 			end := kvmsg.Msg{Key: []byte(kvmsg.KeySnapshotEnd), Seq: s.seq, Body: s.subtree}
-			ch.add(end.Key, end.Seq, nil, nil, end.Body)
+			if s.history != "" {
+				end.Props = []byte("history=" + s.history + "\n")
+			}
+			ch.add(end.Key, end.Seq, nil, end.Props, end.Body)
 			ch.final, s.finished = true, true
 			break
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/clonekv/clonekv/actors"
 	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/raftlog"
 	"github.com/clonekv/clonekv/stats"
 	"github.com/clonekv/clonekv/transport"
 	"github.com/clonekv/clonekv/transport/adapter"
@@ -109,10 +110,10 @@ func newSnapshotRig(t testing.TB) *snapshotRig {
 			MaxSubtree: fuzzMaxSubtree, ChunkSize: 16, InFlight: 2, MaxStreams: 4,
 		})
 	}))
-	var items []actors.Pending
+	var items []raftlog.Op
 	add := func(k, v string) {
 		rig.model[k] = v
-		items = append(items, actors.Pending{Msg: kvmsg.Msg{Key: []byte(k), Body: []byte(v)}})
+		items = append(items, raftlog.Op{Kind: raftlog.OpSet, Msg: kvmsg.Msg{Key: []byte(k), Body: []byte(v)}})
 	}
 	for i := range 40 {
 		add(fmt.Sprintf("/a/%02d", i), "a"+strconv.Itoa(i))
@@ -123,7 +124,8 @@ func newSnapshotRig(t testing.TB) *snapshotRig {
 	for _, k := range []string{"/", "/a", "/ab", "x", "\x00", "\xff\xfe", "ICANHAZ?", "a\nb"} {
 		add(k, "v:"+k)
 	}
-	sys.Root.Send(store, &actors.Updates{Items: items})
+	// What the raft FSM hands the store once the entry is committed.
+	sys.Root.Send(store, &raftlog.Batch{Entries: []raftlog.Applied{{Index: 1, Entry: raftlog.Entry{Kind: raftlog.KindOps, Ops: items}}}})
 	rig.seq = int64(len(items))
 	deadline := time.Now().Add(5 * time.Second)
 	for rig.st.Sequence.Load() != rig.seq {

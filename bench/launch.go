@@ -31,6 +31,12 @@ const (
 	// --gc-percent -1): the gc-tail case's reference for the GC's share of
 	// the latency tail.
 	ImplClonekvGCOff = "clonekv-gc-off"
+
+	// ImplDurable is clonekv on a data directory (clonesrv's default);
+	// ImplClonekv keeps its log in memory (--memory). "clonekv-durable=DIR"
+	// serves from DIR and leaves it (the restart measurement); without a
+	// directory a temporary one is used and removed.
+	ImplDurable = "clonekv-durable"
 )
 
 // Target is one running server under test: base port P (snapshots at P,
@@ -176,27 +182,26 @@ func (InProcessLauncher) Launch(ctx context.Context, impl string) (*Target, erro
 func Serve(ctx context.Context, impl string, port int, ready func(port int)) error {
 	quiet := slog.New(slog.DiscardHandler)
 	var run func(context.Context) error
+	if dir, ok := strings.CutPrefix(impl, ImplDurable); ok {
+		dir = strings.TrimPrefix(dir, "=")
+		if dir == "" {
+			tmp, err := os.MkdirTemp("", "clonebench-durable-")
+			if err != nil {
+				return fmt.Errorf("serve %s: %w", impl, err)
+			}
+			defer os.RemoveAll(tmp)
+			dir = tmp
+		}
+		return serveClonekv(ctx, port, server.LogConfig{DataDir: dir}, server.DefaultGCPercent, ready)
+	}
 	switch impl {
 	case ImplClonekv, ImplClonekvGCOff:
-		// As clonesrv runs it (its --gc-percent default, or -1).
+		// As clonesrv --memory runs it (its --gc-percent default, or -1).
 		gcPercent := server.DefaultGCPercent
 		if impl == ImplClonekvGCOff {
 			gcPercent = -1
 		}
-		defer debug.SetGCPercent(debug.SetGCPercent(gcPercent))
-		srv, err := server.New(server.Config{Bind: "127.0.0.1", Port: port, Logger: quiet})
-		if err != nil {
-			return fmt.Errorf("serve clonekv: %w", err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- srv.Run(ctx) }()
-		select {
-		case <-srv.Ready():
-		case err := <-done:
-			return fmt.Errorf("serve clonekv: %w", err)
-		}
-		ready(srv.Port())
-		return <-done
+		return serveClonekv(ctx, port, server.LogConfig{}, gcPercent, ready)
 	case ImplBaseline:
 		srv, err := baseline.New(baseline.Config{Port: port, Logger: quiet})
 		if err != nil {
@@ -216,6 +221,25 @@ func Serve(ctx context.Context, impl string, port int, ready func(port int)) err
 	done := make(chan error, 1)
 	go func() { done <- run(ctx) }()
 	ready(port)
+	return <-done
+}
+
+// serveClonekv runs clonekv as clonesrv does (its --gc-percent default)
+// with the log kept as lc says.
+func serveClonekv(ctx context.Context, port int, lc server.LogConfig, gcPercent int, ready func(port int)) error {
+	defer debug.SetGCPercent(debug.SetGCPercent(gcPercent))
+	srv, err := server.New(server.Config{Bind: "127.0.0.1", Port: port, Log: lc, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return fmt.Errorf("serve clonekv: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		return fmt.Errorf("serve clonekv: %w", err)
+	}
+	ready(srv.Port())
 	return <-done
 }
 

@@ -151,7 +151,7 @@ func (r *Report) Tables() []Table {
 		off, _ := find(r.GCTail, func(x GCTailResult) string { return x.Impl }, ImplClonekvGCOff)
 		ts = append(ts, gcTailTable(k, off))
 	}
-	return ts
+	return append(ts, durabilityTables(r.Durable)...)
 }
 
 func snapshotTable(k, b MapResult) Table {

@@ -18,16 +18,19 @@ type Suite struct {
 	Join    JoinParams
 	Fanout  FanoutParams
 	GCTail  GCTailParams
+	Durable DurabilityParams
 }
 
 // AllCases are the case names, in the order they run. "snapshot" also
 // measures memory per key and, on the same loaded server, "ttl".
-var AllCases = []string{"updates", "snapshot", "join-under-load", "fanout", "gc-tail"}
+var AllCases = []string{"updates", "snapshot", "join-under-load", "fanout", "gc-tail", "durability"}
 
 var (
 	bothImpls  = []string{ImplBaseline, ImplClonekv}
 	threeImpls = []string{ImplBaseline, ImplClonekv, ImplRelay}
 	gcImpls    = []string{ImplClonekv, ImplClonekvGCOff}
+	// durableImpls: baseline first (its zero-loss rate is the reference).
+	durableImpls = []string{ImplBaseline, ImplClonekv, ImplDurable}
 )
 
 // Full is `make bench`: every target of the benchmark issue, sized to run
@@ -58,6 +61,16 @@ func Full() Suite {
 		Fanout: FanoutParams{Impls: bothImpls, Subs: 1000, Groups: 8, Rate: 100, N: 300},
 		GCTail: GCTailParams{Impls: gcImpls, Keys: 1_000_000, TTLEvery: 10, Loaders: 4, Snapshots: 3,
 			Quiet: 3 * time.Second, Rate: 20_000, For: 10 * time.Second, HighRate: 100_000, HighFor: 3 * time.Second},
+		Durable: DurabilityParams{
+			Updates: UpdatesParams{
+				Cases: []UpdatesCase{{Pubs: 1, Subs: 1, Body: 16, Keys: 1000}},
+				Impls: durableImpls, Runs: 3,
+				Trial: 400 * time.Millisecond, Latency: time.Second, Unbounded: 500 * time.Millisecond,
+				StartRate: 20000, MaxRate: 2e6, Rates: []float64{20000},
+				Budget: 60 * time.Second,
+			},
+			Keys: 1_000_000, Loaders: 4, Impls: durableImpls,
+		},
 	}
 }
 
@@ -83,6 +96,16 @@ func Quick() Suite {
 		Fanout: FanoutParams{Impls: bothImpls, Subs: 20, Groups: 2, Rate: 500, N: 200},
 		GCTail: GCTailParams{Impls: gcImpls, Keys: 10_000, TTLEvery: 10, Loaders: 2, Snapshots: 1,
 			Quiet: 200 * time.Millisecond, Rate: 2000, For: 500 * time.Millisecond, HighRate: 10_000, HighFor: 300 * time.Millisecond},
+		Durable: DurabilityParams{
+			Updates: UpdatesParams{
+				Cases: []UpdatesCase{{Pubs: 1, Subs: 1, Body: 16, Keys: 100}},
+				Impls: durableImpls, Runs: 1,
+				Trial: 200 * time.Millisecond, Latency: 200 * time.Millisecond, Unbounded: 200 * time.Millisecond,
+				StartRate: 20000, MaxRate: 2e6, Rates: []float64{2000},
+				Budget: 4 * time.Second,
+			},
+			Keys: 10_000, Loaders: 2, Impls: durableImpls,
+		},
 	}
 }
 
@@ -106,16 +129,17 @@ func ThisMachine() Machine {
 
 // Report is everything one run measured.
 type Report struct {
-	Suite    string           `json:"suite"`
-	Command  string           `json:"command"`
-	Machine  Machine          `json:"machine"`
-	Started  time.Time        `json:"started"`
-	Elapsed  Dur              `json:"elapsed"`
-	Updates  []UpdatesResult  `json:"updates,omitempty"`
-	Map      []MapResult      `json:"snapshot,omitempty"`
-	JoinLoad []JoinLoadResult `json:"join_under_load,omitempty"`
-	Fanout   []FanoutResult   `json:"fanout,omitempty"`
-	GCTail   []GCTailResult   `json:"gc_tail,omitempty"`
+	Suite    string            `json:"suite"`
+	Command  string            `json:"command"`
+	Machine  Machine           `json:"machine"`
+	Started  time.Time         `json:"started"`
+	Elapsed  Dur               `json:"elapsed"`
+	Updates  []UpdatesResult   `json:"updates,omitempty"`
+	Map      []MapResult       `json:"snapshot,omitempty"`
+	JoinLoad []JoinLoadResult  `json:"join_under_load,omitempty"`
+	Fanout   []FanoutResult    `json:"fanout,omitempty"`
+	GCTail   []GCTailResult    `json:"gc_tail,omitempty"`
+	Durable  *DurabilityReport `json:"durability,omitempty"`
 }
 
 // Run runs the suite's cases in order with servers from l.
@@ -137,6 +161,8 @@ func Run(ctx context.Context, s Suite, l Launcher, prog *Progress) (*Report, err
 			rep.Fanout, err = runFanout(ctx, l, s.Fanout, prog)
 		case "gc-tail":
 			rep.GCTail, err = runGCTail(ctx, l, s.GCTail, prog)
+		case "durability":
+			rep.Durable, err = runDurability(ctx, l, s.Durable, prog)
 		default:
 			err = fmt.Errorf("unknown case %q (want one of %v)", c, AllCases)
 		}

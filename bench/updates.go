@@ -30,6 +30,7 @@ type UpdatesParams struct {
 	StartRate                 float64   // first rate tried by the first search
 	MaxRate                   float64   // the search does not go beyond this
 	Fractions                 []float64 // of the baseline's zero-loss rate, for latency
+	Rates                     []float64 // absolute rates for latency, after the fractions
 	Budget                    time.Duration
 	Debug                     io.Writer // if set, one line per trial
 }
@@ -255,11 +256,18 @@ func updatesOne(ctx context.Context, l Launcher, p UpdatesParams, c UpdatesCase,
 	if ref == 0 {
 		ref = res.ZeroLossMedian
 	}
+	rates := make([]float64, 0, len(p.Fractions)+len(p.Rates))
 	for _, f := range p.Fractions {
-		if ref == 0 {
-			break
+		if ref > 0 {
+			rates = append(rates, f*ref)
 		}
-		rate := f * ref
+	}
+	rates = append(rates, p.Rates...)
+	for _, rate := range rates {
+		f := 0.0
+		if ref > 0 {
+			f = rate / ref
+		}
 		prog.Step("%v %s: latency at %s/s", c, impl, si(rate))
 		o, err := r.trial(ctx, c, keys, rate, p.Latency)
 		if err != nil {

@@ -22,7 +22,7 @@ type serverProc struct {
 func startProc(t testing.TB, bin string, port int) *serverProc {
 	t.Helper()
 	p := &serverProc{stderr: &bytes.Buffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--hugz", "100ms", "--log-level", "warn")
+	p.cmd = exec.Command(bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--hugz", "100ms", "--log-level", "warn", "--data-dir", t.TempDir())
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start clonesrv: %v", err)

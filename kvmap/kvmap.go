@@ -104,6 +104,11 @@ func (m *Map) ApplyExpiring(msg kvmsg.Msg, expires int64) {
 	m.step(size)
 }
 
+// Load is ApplyExpiring for input in key order (a snapshot being read
+// back). The tree already fills its nodes when keys arrive in order, so it
+// needs no path of its own; it stays a name of its own for the restore code.
+func (m *Map) Load(msg kvmsg.Msg, expires int64) { m.ApplyExpiring(msg, expires) }
+
 // Delete removes key and reports whether it was there.
 func (m *Map) Delete(key []byte) bool {
 	old, ok := m.t.del(key)

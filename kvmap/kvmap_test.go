@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/clonekv/clonekv/kvmsg"
@@ -163,5 +164,28 @@ func TestApplyExpiringKeepsDeadline(t *testing.T) {
 	m.Apply(kvmsg.Msg{Key: []byte("/a"), Seq: 3, Body: []byte("z")})
 	if e, _ := m.Get([]byte("/a")); e.Expires() != 0 {
 		t.Fatalf("overwrite without ttl kept expires %d", e.Expires())
+	}
+}
+
+// TestLoadInKeyOrder: Load appends keys given in order and stores any other
+// key as ApplyExpiring does.
+func TestLoadInKeyOrder(t *testing.T) {
+	m := New()
+	for _, k := range []string{"/a", "/b", "/c", "/ab", "/b"} {
+		m.Load(kvmsg.Msg{Key: []byte(k), Seq: int64(len(k)), Body: []byte("v" + k)}, 7)
+	}
+	if m.Len() != 4 {
+		t.Fatalf("%d keys, want 4", m.Len())
+	}
+	var got []string
+	m.View().Ascend(nil, func(e Entry) bool {
+		got = append(got, string(e.Key()))
+		if string(e.Body()) != "v"+string(e.Key()) || e.Expires() != 7 {
+			t.Errorf("%q: body %q expires %d", e.Key(), e.Body(), e.Expires())
+		}
+		return true
+	})
+	if strings.Join(got, " ") != "/a /ab /b /c" {
+		t.Fatalf("keys %v", got)
 	}
 }

@@ -39,6 +39,8 @@ type statsCollector struct {
 	streamsStalled, snapshotsWaiting, pinnedViewAge            *prometheus.Desc
 	snapshotAborts, snapshotRefusals                           *prometheus.Desc
 	connClosed                                                 *prometheus.Desc
+	// The raft log (README "Durability").
+	raftCommit, raftApplied, raftSnapIndex, raftSnapTime, raftLogEntries, raftDisk, notStored, logFailed *prometheus.Desc
 }
 
 func newStatsCollector(src Source) *statsCollector {
@@ -76,6 +78,14 @@ func newStatsCollector(src Source) *statsCollector {
 		snapshotAborts:   d("snapshot_streams_aborted_total", "Snapshot streams ended before their KTHXBAI, by reason (stalled: no progress within the deadline; peer_gone; stopped).", "reason"),
 		connClosed:       d("connections_closed_total", "Connections ended, per server socket and reason: closed (by the peer, or dropped by libzmq for a frame over the socket's size limit, missed heartbeats or a protocol error; libzmq 4.3 does not tell these apart).", "socket", "reason"),
 		snapshotRefusals: d("snapshot_requests_refused_total", "Snapshot requests answered with a refused KTHXBAI, by reason (busy, too_many_requests).", "reason"),
+		raftCommit:       d("raft_commit_index", "The raft log's commit index."),
+		raftApplied:      d("raft_applied_index", "The last raft log index handed to the store (clonekv_sequence is the applied CHP sequence)."),
+		raftSnapIndex:    d("raft_last_snapshot_index", "Raft log index of the newest FSM snapshot (0: none)."),
+		raftSnapTime:     d("raft_last_snapshot_timestamp_seconds", "When this process last wrote an FSM snapshot, unix seconds (0: not yet)."),
+		raftLogEntries:   d("raft_log_entries", "Entries in the raft log (the tail kept after the newest snapshot)."),
+		raftDisk:         d("data_dir_bytes", "Disk space used by the data directory (0 with --memory)."),
+		notStored:        d("updates_not_stored_total", "Updates dropped because the log could not store them."),
+		logFailed:        d("log_failed", "1 once the log failed to store an update: the server no longer accepts updates."),
 	}
 }
 
@@ -86,6 +96,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.connections, c.connAccepted, c.handshakes, c.handshakesFailed,
 		c.hQueued, c.hLag, c.hHandled, c.hDropped, c.hPanics, c.hBusy,
 		c.streamsStalled, c.snapshotsWaiting, c.pinnedViewAge, c.snapshotAborts, c.snapshotRefusals, c.connClosed,
+		c.raftCommit, c.raftApplied, c.raftSnapIndex, c.raftSnapTime, c.raftLogEntries, c.raftDisk, c.notStored, c.logFailed,
 	} {
 		ch <- d
 	}
@@ -124,6 +135,18 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range st.SnapshotRefusals.All() {
 		counter(c.snapshotRefusals, r.Count, r.Reason)
 	}
+	gauge(c.raftCommit, st.RaftCommitIndex.Load())
+	gauge(c.raftApplied, st.RaftAppliedIndex.Load())
+	gauge(c.raftSnapIndex, st.RaftLastSnapshotIndex.Load())
+	gauge(c.raftSnapTime, st.RaftLastSnapshotUnix.Load())
+	gauge(c.raftLogEntries, st.RaftLogEntries.Load())
+	gauge(c.raftDisk, st.RaftDiskBytes.Load())
+	counter(c.notStored, st.NotStored.Load())
+	failed := int64(0)
+	if st.LogFailed.Load() {
+		failed = 1
+	}
+	gauge(c.logFailed, failed)
 	for _, p := range c.src.Peers() {
 		gauge(c.connections, p.Connected, p.Socket)
 		counter(c.connAccepted, p.Accepted, p.Socket)

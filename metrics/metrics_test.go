@@ -13,6 +13,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/clonekv/clonekv/actors"
 	"github.com/clonekv/clonekv/kvmsg"
@@ -74,7 +75,7 @@ func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
 	if resp.StatusCode != 200 {
 		t.Fatalf("/metrics: %s", resp.Status)
 	}
-	var p expfmt.TextParser
+	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(resp.Body)
 	if err != nil {
 		t.Fatalf("parse /metrics: %v", err)

@@ -77,6 +77,9 @@ func startClonesrv(t testing.TB, args ...string) *proc {
 	if !strings.Contains(strings.Join(args, " "), "--port") {
 		args = append(args, "--port", "0")
 	}
+	if j := strings.Join(args, " "); !strings.Contains(j, "--data-dir") && !strings.Contains(j, "--memory") {
+		args = append(args, "--data-dir", t.TempDir()) // a fresh history
+	}
 	return startProc(t, exec.Command(clonesrvBin(t), args...))
 }
 

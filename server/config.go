@@ -119,7 +119,8 @@ type Config struct {
 
 	// BatchMax is how many updates the collector reads per batch (default
 	// 64) and Credits how many batches may be in the pipeline at once
-	// (default 16).
+	// (default 16; 64 with a data directory, where a batch holds its credit
+	// while the log fsyncs it).
 	BatchMax int
 	Credits  int
 
@@ -127,6 +128,9 @@ type Config struct {
 	// authentication on all three sockets (nil: off, as the Guide's
 	// clients expect). See curve.go.
 	Curve *CurveConfig
+
+	// Log is where the history is kept (zero: in memory). See durable.go.
+	Log LogConfig
 
 	// Handlers are extensions told every committed batch, after the
 	// built-in followers. See Handler and README "Adding a handler".
@@ -228,6 +232,11 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.Credits <= 0 {
 		out.Credits = 16
+		if out.Log.DataDir != "" {
+			// A batch holds its credit while the log fsyncs it: at a few
+			// updates per batch, 16 would cap the rate near 16 per fsync.
+			out.Credits = 64
+		}
 	}
 	if out.Logger == nil {
 		out.Logger = slog.Default()

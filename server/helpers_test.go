@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -23,6 +24,10 @@ func startServer(t testing.TB, cfg Config) *Server {
 	cfg.Bind = "127.0.0.1"
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
+	}
+	// make test-durable runs the server tests on a data directory.
+	if os.Getenv("CLONEKV_TEST_DURABLE") != "" && cfg.Log.DataDir == "" {
+		cfg.Log.DataDir = t.TempDir()
 	}
 	srv, err := New(cfg)
 	if err != nil {

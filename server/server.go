@@ -25,6 +25,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/clonekv/clonekv/actors"
+	"github.com/clonekv/clonekv/raftlog"
 	"github.com/clonekv/clonekv/stats"
 	"github.com/clonekv/clonekv/transport"
 	"github.com/clonekv/clonekv/transport/adapter"
@@ -184,6 +185,8 @@ type pids struct {
 	reader, router, heartbeat, reaper, collector, snapshot, store *actor.PID
 	publisher, writer                                             *actor.PID
 	handlers                                                      []*actor.PID
+	proposer                                                      *actor.PID
+	node                                                          *raftlog.Node
 	ownsRouter, ownsPub, ownsCollector, ownsHandlers              bool
 }
 
@@ -341,7 +344,11 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	p.publisher = spawn("publisher", actor.PropsFromProducer(func() actor.Actor {
 		return actors.NewPublisher(actors.PublisherConfig{Writer: p.writer, Stats: s.stats})
 	}, resume))
-	reaper := &actors.Reaper{Store: storePID, Interval: s.cfg.ReapInterval}
+	proposals := &actors.Proposals{}
+	p.proposer = spawn("proposer", actor.PropsFromProducer(func() actor.Actor {
+		return actors.NewProposer(actors.ProposerConfig{Proposals: proposals, Stats: s.stats, Logger: s.log})
+	}, resume))
+	reaper := &actors.Reaper{Proposer: p.proposer, Interval: s.cfg.ReapInterval}
 	p.reaper = spawn("reaper", actor.PropsFromProducer(func() actor.Actor { return reaper }, resume))
 	for _, h := range s.handlers {
 		p.handlers = append(p.handlers, spawn("handler-"+h.Name(), h.Props()))
@@ -350,14 +357,18 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	// The store's followers: the reaper, then the extensions. Adding a
 	// built-in follower is one line here.
 	followers := append([]*actor.PID{p.reaper}, p.handlers...)
-	store := actors.NewStore(actors.StoreConfig{Publisher: p.publisher, Handlers: followers, Stats: s.stats,
+	store := actors.NewStore(actors.StoreConfig{Publisher: p.publisher, Handlers: followers, Stats: s.stats, Proposals: proposals,
 		Capacity: &actors.Capacity{MaxKeys: s.cfg.MaxKeys, MaxBytes: s.cfg.MaxBytes, Log: rejects}})
 	p.store = spawn(storeName, actor.PropsFromProducer(func() actor.Actor { return store }, resume))
 	if firstErr == nil && !p.store.Equal(storePID) {
 		firstErr = fmt.Errorf("store spawned as %v, want %v", p.store, storePID)
 	}
+	// The log replays into the store before any input is read.
+	if firstErr == nil {
+		p.node, firstErr = s.openLog(root, p)
+	}
 	p.collector = spawn("collector", actor.PropsFromProducer(func() actor.Actor {
-		return actors.NewCollector(actors.CollectorConfig{Store: storePID, Limits: s.cfg.Limits, Stats: s.stats, Log: rejects})
+		return actors.NewCollector(actors.CollectorConfig{Proposer: p.proposer, Limits: s.cfg.Limits, Stats: s.stats, Log: rejects})
 	}, resume))
 	snapshot := actors.NewSnapshot(actors.SnapshotConfig{
 		Store: storePID, Stats: s.stats, Log: rejects, Logger: s.log, MaxSubtree: s.cfg.Limits.MaxKey,
@@ -416,8 +427,11 @@ func (s *Server) stop() {
 	//    snapshot router, the timers.
 	st.stop(p.reader, p.router, p.heartbeat, p.reaper)
 	// 2. Drain the pipeline in order: every batch the collector holds goes
-	//    to the store, every commit to the publisher and handlers.
-	st.stop(p.collector, p.snapshot)
+	//    to the proposer and through the log (which then stops) to the
+	//    store.
+	st.stop(p.collector)
+	s.drainLog(s.sys.Root, p)
+	st.stop(p.proposer, p.snapshot)
 	st.stop(p.store)
 	st.stop(p.publisher)
 	// 3. The writer writes what it holds and closes the PUB with its

@@ -42,6 +42,15 @@ type Server struct {
 	PinnedViewNanos  atomic.Int64 // age of the oldest map view a stream holds (0: none), at the responder's last tick
 	SnapshotAborts   Counts       // streams ended before their KTHXBAI, by reason (stalled, peer_gone, stopped)
 	SnapshotRefusals Counts       // requests answered with a refused KTHXBAI, by reason (busy, too_many_requests)
+	// The raft log (sampled about once a second by the raft node).
+	RaftCommitIndex       atomic.Int64 // raft's commit index
+	RaftAppliedIndex      atomic.Int64 // last index handed to the store
+	RaftLastSnapshotIndex atomic.Int64 // last FSM snapshot's index (0: none)
+	RaftLastSnapshotUnix  atomic.Int64 // when it was written, unix seconds (0: none this run)
+	RaftLogEntries        atomic.Int64 // entries in the log (last - first index + 1)
+	RaftDiskBytes         atomic.Int64 // bytes of the data directory (0 in memory)
+	NotStored             atomic.Int64 // updates dropped because the log could not store them
+	LogFailed             atomic.Bool  // the log failed: updates are no longer accepted
 
 	mu      sync.Mutex
 	rejects map[rejectKey]*atomic.Int64

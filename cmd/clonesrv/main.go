@@ -44,6 +44,7 @@ type flags struct {
 	version             bool
 	gcPercent           int
 	gateway             gatewayFlags
+	memory              bool
 }
 
 func defineFlags(fs *flag.FlagSet, f *flags) {
@@ -69,6 +70,11 @@ func defineFlags(fs *flag.FlagSet, f *flags) {
 	fs.DurationVar(&cfg.ZMTPHeartbeatTimeout, "zmtp-heartbeat-timeout", server.DefaultZMTPHeartbeatTimeout, "disconnect a peer from which nothing arrives this long after a PING (a vanished host, a stopped process)")
 	fs.DurationVar(&cfg.PubLinger, "pub-linger", time.Second, "how long shutdown keeps flushing published updates")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "bound on the graceful stop after SIGINT/SIGTERM (drain, publish, flush); then stop at once. Keep systemd's TimeoutStopSec above it")
+	fs.StringVar(&cfg.Log.DataDir, "data-dir", "./clonekv-data", "data directory: the raft log and snapshots of the map (created and bootstrapped when new; see README \"Durability\")")
+	fs.BoolVar(&f.memory, "memory", false, "keep nothing on disk: the log lives in memory and a restart starts empty (the seed's semantics)")
+	fs.DurationVar(&cfg.Log.SnapshotInterval, "snapshot-interval", 30*time.Second, "how often to check whether to snapshot the map (so the log can be truncated)")
+	fs.Uint64Var(&cfg.Log.SnapshotThreshold, "snapshot-threshold", 8192, "log entries since the last snapshot that make the next check take one")
+	fs.Uint64Var(&cfg.Log.TrailingLogs, "trailing-logs", 10240, "log entries kept behind a snapshot")
 	fs.IntVar(&f.gcPercent, "gc-percent", server.DefaultGCPercent, "Go GC target: heap growth allowed between collections, in percent of the live heap (Go's default is 100; lower uses less memory per key for a little more CPU; -1 turns the GC off)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -224,6 +230,9 @@ func startHTTP(ctx context.Context, st *settled, srv *server.Server, m *metrics.
 			case <-ctx.Done():
 				return errors.New("shutting down")
 			default:
+			}
+			if srv.Stats().LogFailed.Load() {
+				return errors.New("the log cannot store updates (see the log): not accepting updates")
 			}
 			select {
 			case <-srv.Ready():

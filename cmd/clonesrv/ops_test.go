@@ -103,7 +103,7 @@ func TestServiceWithCurveAndHTTP(t *testing.T) {
 	port := testkit.FreePorts(t)
 	httpAddr := freeHTTPAddr(t)
 	conf := filepath.Join(dir, "clonekv.toml")
-	os.WriteFile(conf, []byte(fmt.Sprintf("bind = \"127.0.0.1\"\nport = %d\ncurve-allow = %q\npprof = true\n", port, allow)), 0o644)
+	os.WriteFile(conf, []byte(fmt.Sprintf("bind = \"127.0.0.1\"\nport = %d\ncurve-allow = %q\npprof = true\ndata-dir = %q\n", port, allow, filepath.Join(dir, "data"))), 0o644)
 
 	var stderr syncBuffer
 	cmd := exec.Command(bin, "--config", conf)

@@ -39,6 +39,17 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 	if f.gcPercent < -1 || f.gcPercent == 0 {
 		bad("gc-percent", "want a positive percentage, or -1 to turn the GC off")
 	}
+	if c.Log.SnapshotInterval <= 0 {
+		bad("snapshot-interval", "must be positive")
+	}
+	if c.Log.SnapshotThreshold < 1 {
+		bad("snapshot-threshold", "must be at least 1")
+	}
+	if f.memory {
+		c.Log.DataDir = ""
+	} else if c.Log.DataDir == "" {
+		bad("data-dir", "must not be empty (use --memory to keep nothing on disk)")
+	}
 	if c.ReapInterval <= 0 {
 		bad("reap-interval", "must be positive")
 	}

@@ -62,7 +62,7 @@ func TestSignalsStopGracefully(t *testing.T) {
 		t.Run(sig.String(), func(t *testing.T) {
 			port := testkit.FreePorts(t)
 			var stderr bytes.Buffer
-			cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--log-format", "json")
+			cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--log-format", "json", "--data-dir", t.TempDir())
 			cmd.Stderr = &stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
