@@ -10,6 +10,7 @@ import (
 	"github.com/clonekv/clonekv/actors"
 	"github.com/clonekv/clonekv/internal/testkit"
 	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/raftlog"
 	"github.com/clonekv/clonekv/stats"
 	"github.com/clonekv/clonekv/transport/adapter"
 )
@@ -37,10 +38,11 @@ func newHoldRig(t *testing.T, cfg actors.SnapshotConfig) *holdRig {
 	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return quiet }))
 	rig := &holdRig{sys: sys, router: &holdRouter{sends: make(chan *adapter.Send, 64)}, st: &stats.Server{}}
 	store := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return actors.NewStore(actors.StoreConfig{Stats: rig.st}) }))
-	sys.Root.Send(store, &actors.Updates{Items: []actors.Pending{
-		{Msg: kvmsg.Msg{Key: []byte("/a/1"), Body: []byte("x")}},
-		{Msg: kvmsg.Msg{Key: []byte("/a/2"), Body: []byte("y")}},
-	}})
+	// What the raft FSM hands the store once the entry is committed.
+	sys.Root.Send(store, &raftlog.Batch{Entries: []raftlog.Applied{{Index: 1, Entry: raftlog.Entry{Kind: raftlog.KindOps, Ops: []raftlog.Op{
+		{Kind: raftlog.OpSet, Msg: kvmsg.Msg{Key: []byte("/a/1"), Body: []byte("x")}},
+		{Kind: raftlog.OpSet, Msg: kvmsg.Msg{Key: []byte("/a/2"), Body: []byte("y")}},
+	}}}}})
 	cfg.Router = sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return rig.router }))
 	cfg.Store, cfg.Stats, cfg.Log = store, rig.st, &stats.RejectLog{Stats: rig.st, Logger: quiet}
 	rig.snapshot = sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return actors.NewSnapshot(cfg) }))

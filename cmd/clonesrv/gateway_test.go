@@ -26,7 +26,7 @@ func startClonesrv(t *testing.T, args ...string) (base string, stderr *syncBuffe
 	t.Helper()
 	bin := buildServer(t)
 	httpAddr := freeHTTPAddr(t)
-	args = append([]string{"--bind", "127.0.0.1", "--port", fmt.Sprint(testkit.FreePorts(t)), "--http", httpAddr}, args...)
+	args = append([]string{"--bind", "127.0.0.1", "--port", fmt.Sprint(testkit.FreePorts(t)), "--http", httpAddr, "--data-dir", t.TempDir()}, args...)
 	stderr = &syncBuffer{}
 	cmd = exec.Command(bin, args...)
 	cmd.Stderr = stderr

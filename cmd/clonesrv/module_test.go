@@ -95,7 +95,7 @@ func TestExternalModuleJoins(t *testing.T) {
 
 	port := testkit.FreePorts(t)
 	stderr := &syncBuffer{}
-	srv := exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(port))
+	srv := exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--data-dir", t.TempDir())
 	srv.Stderr = stderr
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)

@@ -140,7 +140,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	port := testkit.FreePorts(t)
 	stderr := &syncBuffer{}
 	cmd := exec.Command(bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(port), "--log-format", "json",
-		"--pub-linger", "60s", "--shutdown-timeout", "60s", "--hugz", "0")
+		"--pub-linger", "60s", "--shutdown-timeout", "60s", "--hugz", "0", "--data-dir", t.TempDir())
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
