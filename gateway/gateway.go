@@ -23,9 +23,8 @@ type Config struct {
 	// Curve, when the server runs CURVE: the gateway client's keys and the
 	// server's public key. The server must admit the client's key.
 	Curve *transport.CurveClient
-	// History returns the server's history id, "" while unknown. It is a
-	// hook for when the client exposes the history property of KTHXBAI and
-	// HUGZ; nil: always "".
+	// History returns the server's history id, "" while unknown (clonesrv
+	// passes its server's History); nil: always "".
 	History func() string
 	// Subscribers returns how many subscribers the server publishes to,
 	// shown by /v1/status and the inspector; nil: not shown.

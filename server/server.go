@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -53,6 +54,7 @@ type Server struct {
 
 	// mu guards the lifecycle: which of new → running → stopping the server
 	// is in, and what Run started (written under mu before running).
+	node    atomic.Pointer[raftlog.Node] // the open log, for History
 	mu      sync.Mutex
 	ran     bool
 	running bool
@@ -139,6 +141,16 @@ func (s *Server) Handlers() []actors.HandlerStatus {
 		out[i] = h.Status()
 	}
 	return out
+}
+
+// History returns the id of the history the server serves (README
+// "Durability"): "" before Run has opened the log and until the log has
+// named it. Safe from any goroutine.
+func (s *Server) History() string {
+	if n := s.node.Load(); n != nil {
+		return n.History()
+	}
+	return ""
 }
 
 // Ready is closed once Run has spawned every actor and the server serves.
@@ -366,6 +378,9 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	// The log replays into the store before any input is read.
 	if firstErr == nil {
 		p.node, firstErr = s.openLog(root, p)
+		if p.node != nil {
+			s.node.Store(p.node)
+		}
 	}
 	p.collector = spawn("collector", actor.PropsFromProducer(func() actor.Actor {
 		return actors.NewCollector(actors.CollectorConfig{Proposer: p.proposer, Limits: s.cfg.Limits, Stats: s.stats, Log: rejects})

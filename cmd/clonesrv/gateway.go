@@ -106,6 +106,7 @@ func startGateway(st *settled, srv *server.Server) (*gateway.Gateway, error) {
 		Endpoint: gatewayEndpoint(st.srv.Bind, srv.Port()), Curve: g.curve,
 		ReadOnly: g.readOnly, Token: g.token,
 		MaxKey: st.srv.Limits.MaxKey, MaxBody: st.srv.Limits.MaxBody,
+		History: srv.History,
 		Subscribers: func() int {
 			for _, p := range srv.Peers() {
 				if p.Socket == "publisher" {
