@@ -293,7 +293,11 @@ func (g *Gateway) write(w http.ResponseWriter, r *http.Request, del bool) {
 	if del {
 		seq, err = g.c.DeleteWait(ctx, key)
 	} else {
+		start := time.Now()
 		seq, err = g.c.SetWait(ctx, key, value, ttl)
+		if err == nil && ttl > 0 {
+			g.hub.noteExpiry(key, seq, start.Add(ttl))
+		}
 	}
 	switch {
 	case err == nil:

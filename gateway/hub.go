@@ -338,6 +338,19 @@ func (h *hub) state() (tag string, watchers int, synced bool) {
 	return h.tag, len(h.watchers), h.synced
 }
 
+// noteExpiry records the deadline of a put this gateway made itself, so a
+// read right after the PUT's answer shows it even if the hub has not yet
+// seen the update come back (the client confirms a write before its
+// watchers hear of it). A later update the hub already saw wins.
+func (h *hub) noteExpiry(key string, seq int64, at time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e, ok := h.expires[key]; ok && e.seq >= seq {
+		return
+	}
+	h.expires[key] = expiry{at: at, seq: seq}
+}
+
 // expiresAt returns key's deadline if the hub saw the put that set it and
 // it is still the key's current value (seq).
 func (h *hub) expiresAt(key string, seq int64) (time.Time, bool) {

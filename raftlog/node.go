@@ -156,7 +156,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	// raft falls back to an older snapshot when the newest does not load,
 	// and the log after the older one may be gone: it sees only the newest,
 	// and a failure to load it stops the start, naming the file.
-	n.raft, err = raft.NewRaft(rc, n.fsm, st.logs, st.stable, newestOnly{st.snaps}, trans)
+	n.raft, err = newRaft(rc, n.fsm, st, newestOnly{st.snaps}, trans, c.Dir)
 	if err != nil {
 		if serr := checkNewestSnapshot(st.snaps, st.snapDir); serr != nil {
 			err = serr
@@ -391,3 +391,32 @@ func (n *Node) lastSnapshotIndex() uint64 {
 
 // Barrier waits until everything proposed so far is applied.
 func (n *Node) Barrier() error { return n.raft.Barrier(0).Error() }
+
+// newRaft is raft.NewRaft, except that a log entry raft cannot decode
+// (NewRaft panics on it while it scans the log for configurations, for
+// example when bytes in the middle of a segment were overwritten) becomes
+// an error naming the segment that holds it.
+func newRaft(rc *raft.Config, fsm raft.FSM, st *stores, snaps raft.SnapshotStore, trans raft.Transport, dir string) (r *raft.Raft, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r, err = nil, unreadableLog(st.logs, dir, p)
+		}
+	}()
+	return raft.NewRaft(rc, fsm, st.logs, st.stable, snaps, trans)
+}
+
+// unreadableLog finds the first entry of logs that does not decode and
+// describes it, with the panic raft raised on it.
+func unreadableLog(logs raft.LogStore, dir string, cause any) error {
+	first, ferr := logs.FirstIndex()
+	last, lerr := logs.LastIndex()
+	if ferr == nil && lerr == nil {
+		var l raft.Log
+		for i := first; i <= last && i != 0; i++ {
+			if err := logs.GetLog(i, &l); err != nil {
+				return fmt.Errorf("damaged log in %s: entry %d: %w (segment %s); refusing to start", layout(dir).wal, i, err, segmentOf(dir, i))
+			}
+		}
+	}
+	return fmt.Errorf("damaged log in %s: %v; refusing to start", layout(dir).wal, cause)
+}
