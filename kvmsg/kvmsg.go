@@ -7,6 +7,11 @@
 //	frame 3  properties, zero or more "name=value\n" lines
 //	frame 4  body; an empty body means delete
 //
+// What the Guide's own peers send is accepted as they send it: the Go port's
+// kvmsg writes a properties frame of a single "\n" when there are none (and
+// ends every frame with an empty line), the C and Python ones an empty frame;
+// both are an empty property set here (see ValidateProps).
+//
 // The package holds no sockets: Decode turns received frames into a Msg
 // (rejecting anything malformed with a *DecodeError) and Frames encodes one.
 // Frames are kept as []byte end to end; Decode does not copy them, so a Msg
@@ -57,8 +62,9 @@ type Msg struct {
 
 // Limits bound what Decode accepts. A zero field means no limit.
 type Limits struct {
-	MaxKey  int
-	MaxBody int
+	MaxKey   int
+	MaxBody  int
+	MaxProps int // bytes of the properties frame
 }
 
 // DefaultLimits are the limits the server uses unless configured otherwise.
@@ -69,12 +75,13 @@ var DefaultLimits = Limits{MaxKey: DefaultMaxKey, MaxBody: DefaultMaxBody}
 type Reason string
 
 const (
-	ReasonFrameCount  Reason = "frame_count"
-	ReasonSeqLength   Reason = "seq_length"
-	ReasonUUIDLength  Reason = "uuid_length"
-	ReasonProps       Reason = "properties"
-	ReasonKeyTooLong  Reason = "key_too_long"
-	ReasonBodyTooLong Reason = "body_too_long"
+	ReasonFrameCount   Reason = "frame_count"
+	ReasonSeqLength    Reason = "seq_length"
+	ReasonUUIDLength   Reason = "uuid_length"
+	ReasonProps        Reason = "properties"
+	ReasonKeyTooLong   Reason = "key_too_long"
+	ReasonBodyTooLong  Reason = "body_too_long"
+	ReasonPropsTooLong Reason = "props_too_long"
 )
 
 // DecodeError reports a malformed message.
@@ -108,6 +115,9 @@ func Decode(frames [][]byte, lim Limits) (Msg, error) {
 	}
 	if lim.MaxBody > 0 && len(frames[FrameBody]) > lim.MaxBody {
 		return Msg{}, decodeErr(ReasonBodyTooLong, "body is %d bytes, limit %d", len(frames[FrameBody]), lim.MaxBody)
+	}
+	if lim.MaxProps > 0 && len(frames[FrameProps]) > lim.MaxProps {
+		return Msg{}, decodeErr(ReasonPropsTooLong, "properties are %d bytes, limit %d", len(frames[FrameProps]), lim.MaxProps)
 	}
 	if err := ValidateProps(frames[FrameProps]); err != nil {
 		return Msg{}, err
