@@ -36,8 +36,10 @@ type Client struct {
 	syncedCh chan struct{} // closed while synced; replaced when a re-join starts
 	server   string
 	lastErr  string
+	history  string // the history id of the map m
 
-	cnt counters
+	cnt   counters
+	drops drops
 
 	zctx   *zmq.Context
 	reqs   chan any      // API goroutines → owner
@@ -50,28 +52,33 @@ type Client struct {
 
 type counters struct {
 	joins, resyncs, gaps, restarts, disconnects, timeouts, switches atomic.Int64
-	heartbeats, updates, malformed, eventsLost, sent                atomic.Int64
+	heartbeats, updates, malformed, eventsLost, sent, refused       atomic.Int64
+	resets                                                          atomic.Int64
 }
 
 // Stats are the client's counters and state.
 type Stats struct {
-	Server      string // the endpoint followed (or being joined)
-	Synced      bool   // the map matches the server (no re-join in progress)
-	Seq         int64  // the last sequence applied
-	Keys        int    // keys held
-	Joins       int64  // snapshots completed
-	Resyncs     int64  // times the client stopped trusting its map
-	Gaps        int64  // ...because updates were lost
-	Restarts    int64  // ...because the sequence went backwards
-	Disconnects int64  // ...because the connection to the server dropped
-	Timeouts    int64  // endpoints given up for silence or no answer
-	Switches    int64  // moves to a different endpoint
-	Heartbeats  int64  // HUGZ received
-	Updates     int64  // updates applied (in the subtree)
-	Malformed   int64  // messages that were not valid Clone messages
-	EventsLost  int64  // events dropped because a watcher did not keep up
-	Sent        int64  // updates handed to ZeroMQ for the server
-	LastError   string // the last reason the client had to re-join or move on
+	Server      string           // the endpoint followed (or being joined)
+	Synced      bool             // the map matches the server (no re-join in progress)
+	Seq         int64            // the last sequence applied
+	Keys        int              // keys held
+	Joins       int64            // snapshots completed
+	Resyncs     int64            // times the client stopped trusting its map
+	Gaps        int64            // ...because updates were lost
+	Restarts    int64            // ...because the sequence went backwards
+	Disconnects int64            // ...because the connection to the server dropped
+	Timeouts    int64            // endpoints given up for silence or no answer
+	Switches    int64            // moves to a different endpoint
+	Heartbeats  int64            // HUGZ received
+	Updates     int64            // updates applied (in the subtree)
+	Malformed   int64            // messages from the server not taken: not valid Clone messages, or over a decode limit
+	Drops       map[string]int64 // Malformed by reason (kvmsg's reasons: frame_count, properties, key_too_long, ...)
+	Refused     int64            // snapshot requests the server refused (KTHXBAI with refused=...), each retried after a backoff
+	Resets      int64            // re-joins that found another history (EventReset)
+	History     string           // the history id of the map held ("" when the server gives none)
+	EventsLost  int64            // events dropped because a watcher did not keep up
+	Sent        int64            // updates handed to ZeroMQ for the server
+	LastError   string           // the last reason the client had to re-join or move on
 }
 
 // New starts a client in the background: it connects to the first endpoint
@@ -205,6 +212,9 @@ func (c *Client) WaitSynced(ctx context.Context) error {
 // Get returns a copy of the value stored under key, if the key is held.
 // During a re-join it answers from the last consistent map.
 func (c *Client) Get(key string) ([]byte, bool) {
+	if len(key) > c.opts.MaxKey {
+		return nil, false // never stored; and never looked up (see Options.MaxKey)
+	}
 	c.mu.RLock()
 	e, ok := c.m.Get([]byte(key))
 	c.mu.RUnlock()
@@ -235,7 +245,7 @@ func (c *Client) Synced() bool {
 func (c *Client) Snapshot() *Snapshot {
 	c.mu.Lock() // View writes the tree's copy-on-write id
 	defer c.mu.Unlock()
-	return &Snapshot{Seq: c.seq, Synced: c.synced, view: c.m.View()}
+	return &Snapshot{Seq: c.seq, Synced: c.synced, view: c.m.View(), maxKey: c.opts.MaxKey}
 }
 
 // Snapshot is an immutable copy of the client's map.
@@ -243,6 +253,7 @@ type Snapshot struct {
 	Seq    int64 // the last sequence applied
 	Synced bool  // false when taken during a re-join (it may be stale)
 	view   *kvmap.View
+	maxKey int // keys longer than this are never held
 }
 
 // Len returns the number of keys.
@@ -250,6 +261,9 @@ func (s *Snapshot) Len() int { return s.view.Len() }
 
 // Get returns the value under key. The slice is shared: do not modify it.
 func (s *Snapshot) Get(key string) ([]byte, bool) {
+	if len(key) > s.maxKey {
+		return nil, false
+	}
 	e, ok := s.view.Get([]byte(key))
 	if !ok {
 		return nil, false
@@ -260,6 +274,9 @@ func (s *Snapshot) Get(key string) ([]byte, bool) {
 // Range calls fn for every key (under prefix) in key order until fn returns
 // false. Value slices are shared: do not modify them.
 func (s *Snapshot) Range(prefix string, fn func(key string, value []byte, seq int64) bool) {
+	if len(prefix) > s.maxKey {
+		return // no key held is that long
+	}
 	s.view.Ascend([]byte(prefix), func(e kvmap.Entry) bool {
 		return fn(string(e.Key()), e.Body(), e.Seq())
 	})
@@ -275,8 +292,10 @@ func (s *Snapshot) Map() map[string]string {
 // Stats returns the client's counters and state.
 func (c *Client) Stats() Stats {
 	c.mu.RLock()
-	st := Stats{Server: c.server, Synced: c.synced, Seq: c.seq, Keys: c.m.Len(), LastError: c.lastErr}
+	st := Stats{Server: c.server, Synced: c.synced, Seq: c.seq, Keys: c.m.Len(), LastError: c.lastErr, History: c.history}
 	c.mu.RUnlock()
+	st.Drops = c.drops.snapshot()
+	st.Refused, st.Resets = c.cnt.refused.Load(), c.cnt.resets.Load()
 	n := &c.cnt
 	st.Joins, st.Resyncs, st.Gaps, st.Restarts = n.joins.Load(), n.resyncs.Load(), n.gaps.Load(), n.restarts.Load()
 	st.Disconnects, st.Timeouts, st.Switches = n.disconnects.Load(), n.timeouts.Load(), n.switches.Load()

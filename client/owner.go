@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
@@ -20,6 +21,7 @@ const (
 	stIdle       state = iota // no sockets: waiting for the backoff to pass
 	stConnecting              // sockets made; waiting for the SUB's handshake
 	stSnapshot                // ICANHAZ? sent; receiving KVSYNC until KTHXBAI
+	stRetry                   // the server refused the snapshot: asking again at retryAt
 	stFollowing               // applying updates as they come
 )
 
@@ -30,6 +32,8 @@ const (
 	dealerBatch  = 4096                   // snapshot messages read per wakeup, so the SUB is served too
 	backoffFirst = 50 * time.Millisecond  // wait after every endpoint failed once...
 	backoffMax   = time.Second            // ...doubling up to this
+	retryFirst   = 100 * time.Millisecond // wait after a refused snapshot request...
+	retryMax     = 2 * time.Second        // ...doubling up to this, each with jitter
 )
 
 // owner is the one goroutine that owns every socket of a Client and the
@@ -59,9 +63,15 @@ type owner struct {
 	pending  []kvmsg.Msg // updates received while the snapshot streams
 	missTop  int64       // highest sequence known lost on the SUB during the join
 	joinFrom time.Time
-	joinMsgs int // snapshot messages received in this join
+	joinMsgs int    // snapshot messages received in this join
+	joinHist string // the history property of the snapshot's KTHXBAI
+	bad      badInput
+	retryAt  time.Time     // stRetry: when to ask again
+	retry    time.Duration // the next refused-request backoff
 
 	lastApplied int64
+	history     string // the history id of the map held ("": unknown)
+	tailMark    int64  // a HUGZ said the server was here, above lastApplied
 
 	watchers map[*watcher]struct{}
 	waiters  map[[16]byte]*waiter
@@ -73,7 +83,7 @@ func newOwner(c *Client, wakeRx *zmq.Socket) *owner {
 	o := &owner{
 		c: c, o: &c.opts, log: c.log, wakeRx: wakeRx,
 		strict:   c.opts.Filter == FilterLocal || c.opts.Subtree == "",
-		syncedEP: -1, backoff: backoffFirst,
+		syncedEP: -1, backoff: backoffFirst, retry: retryFirst,
 		watchers: make(map[*watcher]struct{}), waiters: make(map[[16]byte]*waiter),
 	}
 	return o
@@ -92,6 +102,11 @@ func (o *owner) run() {
 		if o.st == stIdle && !now.Before(o.backoffUntil) {
 			o.open()
 		}
+		if o.st == stRetry && !now.Before(o.retryAt) {
+			o.next, o.joinMsgs = kvmap.New(), 0
+			o.requestSnapshot()
+		}
+		o.flushHeld()
 		o.checkDeadlines(now)
 		for w := range o.watchers {
 			w.flush()
@@ -99,11 +114,15 @@ func (o *owner) run() {
 
 		poller := zmq.NewPoller()
 		poller.Add(o.wakeRx, zmq.POLLIN)
-		var sub, mon, dealer *zmq.Socket
+		var sub, mon, dealer, xpub *zmq.Socket
 		if s := o.sess; s != nil {
 			sub, mon = s.sub, s.mon
 			poller.Add(sub, zmq.POLLIN)
 			poller.Add(mon, zmq.POLLIN)
+			if o.o.Collector == CollectorSub {
+				xpub = s.push
+				poller.Add(xpub, zmq.POLLIN)
+			}
 			if o.st == stSnapshot && s.dealer != nil {
 				dealer = s.dealer
 				poller.Add(dealer, zmq.POLLIN)
@@ -130,6 +149,9 @@ func (o *owner) run() {
 			o.drainWake()
 			o.handleRequests()
 		}
+		if ready[xpub] && o.sess != nil && o.sess.push == xpub {
+			o.readCollectorSubs()
+		}
 		if ready[mon] && o.sess != nil && o.sess.mon == mon {
 			o.readMonitor()
 		}
@@ -149,8 +171,10 @@ func (o *owner) pollTimeout(now time.Time) time.Duration {
 		d = min(d, o.backoffUntil.Sub(now))
 	case stConnecting, stSnapshot:
 		d = min(d, o.deadline.Sub(now))
+	case stRetry:
+		d = min(d, o.retryAt.Sub(now), o.deadline.Sub(now))
 	case stFollowing:
-		if o.o.HeartbeatTimeout > 0 {
+		if o.silenceArmed() {
 			d = min(d, o.lastHeard.Add(o.o.HeartbeatTimeout).Sub(now))
 		}
 	}
@@ -164,15 +188,39 @@ func (o *owner) checkDeadlines(now time.Time) {
 			o.c.cnt.timeouts.Add(1)
 			o.fail(fmt.Sprintf("no connection to %s within %v", o.sess.ep.name, o.o.JoinTimeout), true)
 		}
-	case stSnapshot:
+	case stSnapshot, stRetry:
 		if now.After(o.deadline) {
 			o.c.cnt.timeouts.Add(1)
+			if o.bad.n > 0 {
+				o.fail(fmt.Sprintf("%s (no valid snapshot from %s within %v)", o.bad, o.sess.ep.name, o.o.JoinTimeout), true)
+				return
+			}
 			o.fail(fmt.Sprintf("snapshot from %s stalled for %v after %d messages", o.sess.ep.name, o.o.JoinTimeout, o.joinMsgs), true)
 		}
 	case stFollowing:
-		if o.o.HeartbeatTimeout > 0 && now.Sub(o.lastHeard) > o.o.HeartbeatTimeout {
+		if o.silenceArmed() && now.Sub(o.lastHeard) > o.o.HeartbeatTimeout {
 			o.c.cnt.timeouts.Add(1)
 			o.fail(fmt.Sprintf("nothing from %s for %v (not even HUGZ)", o.sess.ep.name, o.o.HeartbeatTimeout), true)
+		}
+	}
+}
+
+// silenceArmed: silence means death only from a server that has shown it
+// sends HUGZ, on this connection. One that never did (the Guide's Model
+// Five, clonesrv --hugz 0) may simply be idle; its death shows as a dropped
+// connection (ZMTP heartbeats on the SUB, see Options.HeartbeatTimeout).
+func (o *owner) silenceArmed() bool {
+	return o.o.HeartbeatTimeout > 0 && o.sess != nil && o.sess.hugzSeen
+}
+
+// aliveWhileWaiting extends the join deadline when the server shows it is
+// alive (anything on the SUB) while the client waits for a snapshot that
+// has not started: a server that queues joiners, or refused one, is busy,
+// not gone.
+func (o *owner) aliveWhileWaiting(now time.Time) {
+	if (o.st == stSnapshot && o.joinMsgs == 0) || o.st == stRetry {
+		if d := now.Add(o.o.JoinTimeout); d.After(o.deadline) {
+			o.deadline = d
 		}
 	}
 }
@@ -201,6 +249,9 @@ func (o *owner) resetJoin() {
 	o.pending = nil
 	o.missTop = 0
 	o.joinMsgs = 0
+	o.joinHist = ""
+	o.bad = badInput{}
+	o.tailMark = 0
 	o.joinFrom = time.Now()
 }
 
@@ -226,6 +277,7 @@ func (o *owner) requestSnapshot() {
 // again right away (it restarted, or the connection dropped).
 func (o *owner) fail(reason string, moveOn bool) {
 	o.log.Info("re-joining", "server", o.c.eps[o.ep].name, "reason", reason, "next_endpoint", moveOn && len(o.c.eps) > 1)
+	o.retry = retryFirst
 	o.startResync(reason)
 	if o.sess != nil {
 		if err := o.sess.close(); err != nil {
@@ -314,26 +366,6 @@ func (o *owner) handleRequests() {
 	}
 }
 
-func (o *owner) push(r *setReq) error {
-	if o.sess == nil {
-		return ErrNotConnected
-	}
-	if r.w != nil {
-		o.waiters[r.w.uuid] = r.w
-	}
-	if err := transport.SendMessage(o.sess.push, r.msg.Frames(), zmq.DONTWAIT); err != nil {
-		if r.w != nil {
-			delete(o.waiters, r.w.uuid)
-		}
-		if transport.IsAgain(err) {
-			return ErrBackpressure
-		}
-		return fmt.Errorf("clonekv client: send update of %q to %s: %w", r.msg.Key, o.sess.ep.addr(2), err)
-	}
-	o.c.cnt.sent.Add(1)
-	return nil
-}
-
 // readMonitor acts on the SUB's connection events.
 func (o *owner) readMonitor() {
 	for o.sess != nil {
@@ -371,16 +403,20 @@ func (o *owner) readSub() {
 	}
 	s := o.sess
 	locked := false
+	unlock := func() {
+		if locked {
+			o.c.seq = o.lastApplied
+			o.c.mu.Unlock()
+			locked = false
+		}
+	}
 	defer func() {
 		if !locked && o.c.seq != o.lastApplied && o.st == stFollowing {
 			// Only keys outside the subtree moved the sequence.
 			o.c.mu.Lock()
 			locked = true
 		}
-		if locked {
-			o.c.seq = o.lastApplied
-			o.c.mu.Unlock()
-		}
+		unlock()
 		o.flushEvents()
 		o.resolveWaiters()
 	}()
@@ -393,25 +429,30 @@ func (o *owner) readSub() {
 			}
 			return
 		}
-		o.lastHeard = time.Now()
-		m, err := kvmsg.Decode(frames, kvmsg.Limits{})
-		if err != nil {
-			o.c.cnt.malformed.Add(1)
+		now := time.Now()
+		o.lastHeard = now
+		m, keep, ok := o.decode(frames)
+		if !ok {
+			continue
+		}
+		o.aliveWhileWaiting(now)
+		if string(m.Key) == kvmsg.KeyHeartbeat {
+			// Recognised by its key, whatever its sequence: never applied,
+			// never a restart (see heartbeat).
+			o.c.cnt.heartbeats.Add(1)
+			s.hugzSeen = true
+			unlock()
+			if o.heartbeat(m) {
+				return
+			}
 			continue
 		}
 		if m.Seq <= 0 {
-			if string(m.Key) == kvmsg.KeyHeartbeat {
-				o.c.cnt.heartbeats.Add(1)
-			}
-			continue // heartbeats and anything unsequenced
+			continue // anything unsequenced
 		}
 		if s.rawPrev != 0 && m.Seq <= s.rawPrev {
 			o.c.cnt.restarts.Add(1)
-			if locked {
-				o.c.seq = o.lastApplied
-				o.c.mu.Unlock()
-				locked = false
-			}
+			unlock()
 			o.fail(fmt.Sprintf("sequence went backwards from %d to %d: server restarted", s.rawPrev, m.Seq), false)
 			return
 		}
@@ -420,9 +461,12 @@ func (o *owner) readSub() {
 		o.noteEcho(m)
 
 		switch o.st {
-		case stConnecting, stSnapshot:
+		case stConnecting, stSnapshot, stRetry:
 			if o.strict && rawGap {
 				o.missTop = max(o.missTop, m.Seq-1)
+			}
+			if !keep {
+				m = kvmsg.Msg{Seq: m.Seq} // its sequence only: nothing to store
 			}
 			o.pending = append(o.pending, cloneMsg(m))
 			if len(o.pending) > o.o.MaxPending {
@@ -435,16 +479,12 @@ func (o *owner) readSub() {
 			}
 			if o.strict && m.Seq != o.lastApplied+1 {
 				o.c.cnt.gaps.Add(1)
-				if locked {
-					o.c.seq = o.lastApplied
-					o.c.mu.Unlock()
-					locked = false
-				}
+				unlock()
 				o.rejoin(fmt.Sprintf("updates %d..%d lost", o.lastApplied+1, m.Seq-1))
 				return
 			}
 			o.lastApplied = m.Seq
-			if !hasPrefix(m.Key, subtree) {
+			if !keep || !hasPrefix(m.Key, subtree) {
 				continue
 			}
 			if !locked {
@@ -454,7 +494,7 @@ func (o *owner) readSub() {
 			o.c.m.Apply(m)
 			o.c.cnt.updates.Add(1)
 			if len(o.watchers) > 0 { // events go to watchers only
-				ev := updateEvent(m)
+				ev := updateEvent(m, now)
 				ev.Value = bytes.Clone(ev.Value)
 				o.events = append(o.events, ev)
 			}
@@ -475,19 +515,50 @@ func (o *owner) readSnapshot() {
 			return
 		}
 		o.deadline = time.Now().Add(o.o.JoinTimeout)
-		o.joinMsgs++
-		m, err := kvmsg.Decode(frames, kvmsg.Limits{})
-		if err != nil {
-			o.c.cnt.malformed.Add(1)
+		o.joinMsgs++ // valid or not: the server answered
+		m, keep, ok := o.decode(frames)
+		if !ok {
 			continue
 		}
 		if string(m.Key) == kvmsg.KeySnapshotEnd {
+			if why, refused := m.Prop(propRefused); refused {
+				o.refused(why)
+				return
+			}
+			o.joinHist, _ = m.Prop(propHistory)
 			o.finishJoin(m.Seq)
 			return
 		}
 		o.noteEcho(m)
-		o.next.Apply(m)
+		if keep && len(m.Body) > 0 {
+			o.next.Apply(m)
+		}
 	}
+}
+
+// refused handles a KTHXBAI marked refused: the server is alive but will
+// not stream a snapshot now (too many joins in flight, or it aborted ours).
+// It is not a snapshot: ask the same server again after a backoff with
+// jitter, doubling up to retryMax, keeping the SUB and what it buffered.
+func (o *owner) refused(why string) {
+	s := o.sess
+	o.c.cnt.refused.Add(1)
+	s.closeDealer()
+	d := o.retry
+	if h := o.o.hooks.retryBackoff; h > 0 && d == retryFirst {
+		d = h
+	}
+	o.retry = min(2*o.retry, retryMax)
+	wait := d/2 + time.Duration(rand.Int64N(int64(d))) // 0.5d to 1.5d
+	now := time.Now()
+	o.st = stRetry
+	o.retryAt = now.Add(wait)
+	o.deadline = o.retryAt.Add(o.o.JoinTimeout)
+	reason := fmt.Sprintf("server %s refused the snapshot (%s); asking again in %v", s.ep.name, why, wait.Round(time.Millisecond))
+	o.c.mu.Lock()
+	o.c.lastErr = reason
+	o.c.mu.Unlock()
+	o.log.Debug("snapshot refused", "server", s.ep.name, "reason", why, "retry_in", wait)
 }
 
 // finishJoin completes a join at the snapshot's sequence: it checks that no
@@ -525,6 +596,7 @@ func (o *owner) finishJoin(snapSeq int64) {
 	o.c.seq = last
 	o.c.synced = true
 	o.c.server = s.ep.name
+	o.c.history = o.joinHist
 	close(o.c.syncedCh)
 	o.c.mu.Unlock()
 
@@ -535,14 +607,35 @@ func (o *owner) finishJoin(snapSeq int64) {
 	o.st = stFollowing
 	o.failures = 0
 	o.backoff = backoffFirst
+	o.retry = retryFirst
+	o.tailMark = 0
 	o.c.cnt.joins.Add(1)
 	if !first && o.syncedEP != s.idx {
 		o.c.cnt.switches.Add(1)
 		o.events = append(o.events, Event{Type: EventServerSwitched, Server: s.ep.name, From: o.c.eps[o.syncedEP].name})
 		o.log.Warn("now following another server", "server", s.ep.name, "from", o.c.eps[o.syncedEP].name)
 	}
-	if !first {
-		diff(old.View(), newView, subtree, &o.events)
+	oldHist := o.history
+	o.history = o.joinHist
+	reset := !first && oldHist != "" && o.joinHist != "" && oldHist != o.joinHist
+	if reset {
+		o.c.cnt.resets.Add(1)
+		o.log.Warn("server holds another history: starting over from its map", "server", s.ep.name, "history", o.joinHist, "was", oldHist)
+	}
+	// Watchers only: a re-join nobody watches builds no per-key events.
+	if !first && len(o.watchers) > 0 {
+		if reset {
+			// Another map, not a later state of ours: one reset, then the
+			// new map as updates (no deletes for the old one's keys).
+			o.events = append(o.events, Event{Type: EventReset, Seq: last, Server: s.ep.name, Reason: fmt.Sprintf("history %s replaced %s", o.joinHist, oldHist)})
+			now := time.Now()
+			newView.Ascend(subtree, func(e kvmap.Entry) bool {
+				o.events = append(o.events, updateEvent(e.Msg(), now))
+				return true
+			})
+		} else {
+			diff(old.View(), newView, subtree, last, &o.events)
+		}
 	}
 	o.events = append(o.events, Event{Type: EventResyncDone, Seq: last, Keys: newView.Len(), Server: s.ep.name})
 	o.syncedEP = s.idx
@@ -639,13 +732,18 @@ func hasPrefix(key, prefix []byte) bool {
 	return len(key) >= len(prefix) && string(key[:len(prefix)]) == string(prefix)
 }
 
-func updateEvent(m kvmsg.Msg) Event {
+// updateEvent is the event for an update or a KVSYNC received at now. Its
+// TTL is what remains of the key's ttl, whichever form the server sent it
+// in (kvmsg.Msg.Deadline); a deadline already passed reads as 1ns, as the
+// key is still there until the server's delete arrives.
+func updateEvent(m kvmsg.Msg, now time.Time) Event {
 	ev := Event{Type: EventUpdate, Key: string(m.Key), Value: m.Body, Seq: m.Seq}
 	if m.IsDelete() {
 		ev.Type, ev.Value = EventDelete, nil
+		return ev
 	}
-	if ttl, err := m.TTL(); err == nil {
-		ev.TTL = ttl
+	if at, err := m.Deadline(now); err == nil && !at.IsZero() {
+		ev.TTL = max(at.Sub(now), time.Nanosecond)
 	}
 	return ev
 }
