@@ -126,7 +126,9 @@ func TestHugzTailLoss(t *testing.T) {
 				hb0 = c.Stats().Heartbeats
 			})
 			ev := nextEvent(t, events, EventResyncStarted, 20*every)
-			if n := c.Stats().Heartbeats - hb0; n > 3 {
+			// Two HUGZ after the loss; the count may also hold a HUGZ or two
+			// sent before it and still queued when hb0 was read.
+			if n := c.Stats().Heartbeats - hb0; n > 4 {
 				t.Fatalf("re-joined after %d HUGZ, want within two heartbeat intervals (%s)", n, ev.Reason)
 			}
 			if !strings.Contains(ev.Reason, "HUGZ") {
@@ -238,15 +240,15 @@ func TestRefusedSnapshot(t *testing.T) {
 		s.publish("a", "1", false)
 		s.refuse = 4
 	})
-	c := dial(t, Options{Endpoints: []string{f.endpoint()}, JoinTimeout: 300 * time.Millisecond, hooks: &testHooks{retryBackoff: 20 * time.Millisecond}})
+	c := dial(t, Options{Endpoints: []string{f.endpoint()}, JoinTimeout: time.Second, hooks: &testHooks{retryBackoff: 20 * time.Millisecond}})
 	f.waitSame(t, c)
 	st := c.Stats()
 	if st.Refused != 4 || st.Timeouts != 0 || st.Keys != 1 {
 		t.Fatalf("after 4 refusals: %+v, want 4 refused, no timeout, the map", st)
 	}
-	// Queued: the answer comes 5 join timeouts later; HUGZ flow meanwhile.
+	// Queued: the answer comes 3 join timeouts later; HUGZ flow meanwhile.
 	f.do(func(s *fakeState) {
-		s.hold = 1500 * time.Millisecond
+		s.hold = 3 * time.Second
 		s.publish("b", "2", true)
 	})
 	if err := c.Resync(); err != nil {
