@@ -43,6 +43,14 @@ func TestConvergesUnderLoss(t *testing.T) {
 	for i := range after {
 		set(t, push, fmt.Sprintf("/k/%03d", i%300), fmt.Sprintf("after-%d", i))
 	}
+	// The "after" burst may itself lose its tail while the client re-joins
+	// (its HWM is 10). This server's HUGZ carry no sequence, so only a
+	// later update shows such a loss (TestHugzTailLoss covers the HUGZ
+	// that do): send one once the server has the burst.
+	waitFor(t, 20*time.Second, "the server to take the after burst", func() bool {
+		return srv.Stats().Sequence.Load() == stalled+after
+	})
+	set(t, push, "/k/end", "end")
 	assertMatches(t, c, srv.Port(), "")
 	st := c.Stats()
 	if st.Gaps == 0 {
