@@ -31,6 +31,7 @@ type fakeState struct {
 	hugz bool
 
 	hugzEvery    time.Duration // default 50ms
+	lastHugz     time.Time     // when the last HUGZ was sent
 	history      string        // set: KTHXBAI and HUGZ carry history=<it>
 	hugzSeqProp  bool          // HUGZ carry seq=<current sequence> (clonekv)
 	hugzSeqFrame bool          // HUGZ carry the sequence in their frame (the Guide's Model Six)
@@ -119,6 +120,7 @@ func startFake(t testing.TB) *fakeServer {
 			}
 			if st.hugz && time.Now().After(nextHugz) {
 				_ = transport.SendMessage(pub, st.hugzMsg().Frames(), zmq.DONTWAIT)
+				st.lastHugz = time.Now()
 				every := st.hugzEvery
 				if every == 0 {
 					every = 50 * time.Millisecond
