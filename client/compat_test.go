@@ -307,3 +307,46 @@ func TestMalformedJoinSaysSo(t *testing.T) {
 		t.Fatalf("Dial error %v, want the count and the first reason", err)
 	}
 }
+
+// TestRejoinWithoutWatcherBuildsNoEvents is issue 11 item 3's client part:
+// a re-join nobody watches builds no per-key events; with a watcher it
+// builds one per changed key.
+func TestRejoinWithoutWatcherBuildsNoEvents(t *testing.T) {
+	t.Parallel()
+	f := startFake(t)
+	f.do(func(s *fakeState) {
+		for i := range 500 {
+			s.publish(fmt.Sprintf("k%03d", i), "v", false)
+		}
+	})
+	built := make(chan int, 8)
+	c := dial(t, Options{Endpoints: []string{f.endpoint()}, HeartbeatTimeout: 2 * time.Second,
+		hooks: &testHooks{joinEvents: func(n int) { built <- n }}})
+	f.waitSame(t, c)
+	<-built                   // the first join
+	f.do(func(s *fakeState) { // the whole map changes behind the client's back
+		for k := range s.kv {
+			s.kv[k] = "changed"
+		}
+		s.seq++
+	})
+	if err := c.Resync(); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-built; n != 1 {
+		t.Fatalf("a re-join without watchers built %d events, want only resync-done", n)
+	}
+	f.waitSame(t, c)
+	events := c.Watch(t.Context())
+	f.do(func(s *fakeState) {
+		s.kv["k000"] = "again"
+		s.seq++
+	})
+	if err := c.Resync(); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-built; n != 2 {
+		t.Fatalf("a watched re-join built %d events, want the one change and resync-done", n)
+	}
+	nextEvent(t, events, EventResyncDone, 5*time.Second)
+}

@@ -256,6 +256,9 @@ func (o *owner) finishJoin(snapSeq int64) {
 		}
 	}
 	o.events = append(o.events, Event{Type: EventResyncDone, Seq: last, Keys: newView.Len(), Server: s.ep.name})
+	if h := o.o.hooks.joinEvents; h != nil {
+		h(len(o.events))
+	}
 	o.syncedEP = s.idx
 	o.resyncing = false
 	o.log.Info("joined", "server", s.ep.name, "subtree", o.o.Subtree, "seq", last, "keys", newView.Len(), "took", took.Round(time.Millisecond))

@@ -155,6 +155,9 @@ type testHooks struct {
 	// retryBackoff, when set, replaces the first wait after a refused
 	// snapshot request.
 	retryBackoff time.Duration
+	// joinEvents, when set, is told how many events a completed join built
+	// (in the owner goroutine, before they are delivered).
+	joinEvents func(n int)
 }
 
 // Errors returned by the client.
