@@ -84,9 +84,23 @@ type Stats struct {
 // New starts a client in the background: it connects to the first endpoint
 // and joins. Use WaitSynced, or Dial, to wait for the first snapshot.
 func New(opts Options) (*Client, error) {
+	c, _, err := start(opts, false, context.Background())
+	return c, err
+}
+
+// NewWatching is New with a watcher registered before the client starts,
+// so that its first event is the first join's EventResyncDone (Watch called
+// after New may miss it when the join completes first). The channel is
+// closed when ctx is done or the client closes.
+func NewWatching(ctx context.Context, opts Options) (*Client, <-chan Event, error) {
+	return start(opts, true, ctx)
+}
+
+// start starts a client, with a watcher from the start if watch is set.
+func start(opts Options, watch bool, watchCtx context.Context) (*Client, <-chan Event, error) {
 	o, eps, err := opts.withDefaults()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	c := &Client{
 		opts: o, eps: eps, log: o.Logger.With("component", "clonekv-client"),
@@ -95,18 +109,38 @@ func New(opts Options) (*Client, error) {
 		stop: make(chan struct{}), done: make(chan struct{}), wdone: make(chan struct{}),
 	}
 	if c.zctx, err = zmq.NewContext(); err != nil {
-		return nil, fmt.Errorf("clonekv client: zmq context: %w", err)
+		return nil, nil, fmt.Errorf("clonekv client: zmq context: %w", err)
 	}
 	const wakeAddr = "inproc://clonekv-client-wake"
 	wakeRx, err := transport.Bind(c.zctx, zmq.PULL, wakeAddr, transport.Options{})
 	if err != nil {
 		c.zctx.Term()
-		return nil, fmt.Errorf("clonekv client: wake pipe: %w", err)
+		return nil, nil, fmt.Errorf("clonekv client: wake pipe: %w", err)
 	}
 	o2 := newOwner(c, wakeRx)
+	var events <-chan Event
+	if watch {
+		// Registered before the owner runs: nothing can happen before it.
+		w := &watcher{ch: make(chan Event, c.opts.EventBuffer)}
+		o2.watchers[w] = struct{}{}
+		c.unwatchOnDone(watchCtx, w)
+		events = w.ch
+	}
 	go c.runWaker(wakeAddr)
 	go o2.run()
-	return c, nil
+	return c, events, nil
+}
+
+// unwatchOnDone removes w when ctx is done (or forgets it when the client
+// closes first).
+func (c *Client) unwatchOnDone(ctx context.Context, w *watcher) {
+	go func() {
+		select {
+		case <-ctx.Done():
+			_ = c.submit(&unwatchReq{w: w})
+		case <-c.done:
+		}
+	}()
 }
 
 // Dial starts a client and waits until it holds the first snapshot. If no
@@ -323,13 +357,7 @@ func (c *Client) Watch(ctx context.Context) <-chan Event {
 		w.close()
 		return w.ch
 	}
-	go func() {
-		select {
-		case <-ctx.Done():
-			_ = c.submit(&unwatchReq{w: w})
-		case <-c.done:
-		}
-	}()
+	c.unwatchOnDone(ctx, w)
 	return w.ch
 }
 

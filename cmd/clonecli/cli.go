@@ -230,6 +230,19 @@ func (inv *invocation) newClient(subtree string, filter client.Filter) (*client.
 	return c, nil
 }
 
+// newWatchingClient is newClient with a watch registered from the start.
+func (inv *invocation) newWatchingClient(ctx context.Context, subtree string, filter client.Filter) (*client.Client, <-chan client.Event, error) {
+	opts, err := inv.options(subtree, filter)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, events, err := client.NewWatching(ctx, opts)
+	if err != nil {
+		return nil, nil, &usageError{err.Error()}
+	}
+	return c, events, nil
+}
+
 // Dial joins the server for subtree within --timeout, with an error a
 // shell user can act on when it cannot.
 func (inv *invocation) Dial(subtree string, filter client.Filter) (*client.Client, error) {
