@@ -36,8 +36,10 @@ type Client struct {
 	syncedCh chan struct{} // closed while synced; replaced when a re-join starts
 	server   string
 	lastErr  string
+	history  string // the history id of the map m
 
-	cnt counters
+	cnt   counters
+	drops drops
 
 	zctx   *zmq.Context
 	reqs   chan any      // API goroutines → owner
@@ -50,36 +52,55 @@ type Client struct {
 
 type counters struct {
 	joins, resyncs, gaps, restarts, disconnects, timeouts, switches atomic.Int64
-	heartbeats, updates, malformed, eventsLost, sent                atomic.Int64
+	heartbeats, updates, malformed, eventsLost, sent, refused       atomic.Int64
+	resets                                                          atomic.Int64
 }
 
 // Stats are the client's counters and state.
 type Stats struct {
-	Server      string // the endpoint followed (or being joined)
-	Synced      bool   // the map matches the server (no re-join in progress)
-	Seq         int64  // the last sequence applied
-	Keys        int    // keys held
-	Joins       int64  // snapshots completed
-	Resyncs     int64  // times the client stopped trusting its map
-	Gaps        int64  // ...because updates were lost
-	Restarts    int64  // ...because the sequence went backwards
-	Disconnects int64  // ...because the connection to the server dropped
-	Timeouts    int64  // endpoints given up for silence or no answer
-	Switches    int64  // moves to a different endpoint
-	Heartbeats  int64  // HUGZ received
-	Updates     int64  // updates applied (in the subtree)
-	Malformed   int64  // messages that were not valid Clone messages
-	EventsLost  int64  // events dropped because a watcher did not keep up
-	Sent        int64  // updates handed to ZeroMQ for the server
-	LastError   string // the last reason the client had to re-join or move on
+	Server      string           // the endpoint followed (or being joined)
+	Synced      bool             // the map matches the server (no re-join in progress)
+	Seq         int64            // the last sequence applied
+	Keys        int              // keys held
+	Joins       int64            // snapshots completed
+	Resyncs     int64            // times the client stopped trusting its map
+	Gaps        int64            // ...because updates were lost
+	Restarts    int64            // ...because the sequence went backwards
+	Disconnects int64            // ...because the connection to the server dropped
+	Timeouts    int64            // endpoints given up for silence or no answer
+	Switches    int64            // moves to a different endpoint
+	Heartbeats  int64            // HUGZ received
+	Updates     int64            // updates applied (in the subtree)
+	Malformed   int64            // messages from the server not taken: not valid Clone messages, or over a decode limit
+	Drops       map[string]int64 // Malformed by reason (kvmsg's reasons: frame_count, properties, key_too_long, ...)
+	Refused     int64            // snapshot requests the server refused (KTHXBAI with refused=...), each retried after a backoff
+	Resets      int64            // re-joins that found another history (EventReset)
+	History     string           // the history id of the map held ("" when the server gives none)
+	EventsLost  int64            // events dropped because a watcher did not keep up
+	Sent        int64            // updates handed to ZeroMQ for the server
+	LastError   string           // the last reason the client had to re-join or move on
 }
 
 // New starts a client in the background: it connects to the first endpoint
 // and joins. Use WaitSynced, or Dial, to wait for the first snapshot.
 func New(opts Options) (*Client, error) {
+	c, _, err := start(opts, false, context.Background())
+	return c, err
+}
+
+// NewWatching is New with a watcher registered before the client starts,
+// so that its first event is the first join's EventResyncDone (Watch called
+// after New may miss it when the join completes first). The channel is
+// closed when ctx is done or the client closes.
+func NewWatching(ctx context.Context, opts Options) (*Client, <-chan Event, error) {
+	return start(opts, true, ctx)
+}
+
+// start starts a client, with a watcher from the start if watch is set.
+func start(opts Options, watch bool, watchCtx context.Context) (*Client, <-chan Event, error) {
 	o, eps, err := opts.withDefaults()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	c := &Client{
 		opts: o, eps: eps, log: o.Logger.With("component", "clonekv-client"),
@@ -88,18 +109,38 @@ func New(opts Options) (*Client, error) {
 		stop: make(chan struct{}), done: make(chan struct{}), wdone: make(chan struct{}),
 	}
 	if c.zctx, err = zmq.NewContext(); err != nil {
-		return nil, fmt.Errorf("clonekv client: zmq context: %w", err)
+		return nil, nil, fmt.Errorf("clonekv client: zmq context: %w", err)
 	}
 	const wakeAddr = "inproc://clonekv-client-wake"
 	wakeRx, err := transport.Bind(c.zctx, zmq.PULL, wakeAddr, transport.Options{})
 	if err != nil {
 		c.zctx.Term()
-		return nil, fmt.Errorf("clonekv client: wake pipe: %w", err)
+		return nil, nil, fmt.Errorf("clonekv client: wake pipe: %w", err)
 	}
 	o2 := newOwner(c, wakeRx)
+	var events <-chan Event
+	if watch {
+		// Registered before the owner runs: nothing can happen before it.
+		w := &watcher{ch: make(chan Event, c.opts.EventBuffer)}
+		o2.watchers[w] = struct{}{}
+		c.unwatchOnDone(watchCtx, w)
+		events = w.ch
+	}
 	go c.runWaker(wakeAddr)
 	go o2.run()
-	return c, nil
+	return c, events, nil
+}
+
+// unwatchOnDone removes w when ctx is done (or forgets it when the client
+// closes first).
+func (c *Client) unwatchOnDone(ctx context.Context, w *watcher) {
+	go func() {
+		select {
+		case <-ctx.Done():
+			_ = c.submit(&unwatchReq{w: w})
+		case <-c.done:
+		}
+	}()
 }
 
 // Dial starts a client and waits until it holds the first snapshot. If no
@@ -205,6 +246,9 @@ func (c *Client) WaitSynced(ctx context.Context) error {
 // Get returns a copy of the value stored under key, if the key is held.
 // During a re-join it answers from the last consistent map.
 func (c *Client) Get(key string) ([]byte, bool) {
+	if len(key) > c.opts.MaxKey {
+		return nil, false // never stored; and never looked up (see Options.MaxKey)
+	}
 	c.mu.RLock()
 	e, ok := c.m.Get([]byte(key))
 	c.mu.RUnlock()
@@ -235,7 +279,7 @@ func (c *Client) Synced() bool {
 func (c *Client) Snapshot() *Snapshot {
 	c.mu.Lock() // View writes the tree's copy-on-write id
 	defer c.mu.Unlock()
-	return &Snapshot{Seq: c.seq, Synced: c.synced, view: c.m.View()}
+	return &Snapshot{Seq: c.seq, Synced: c.synced, view: c.m.View(), maxKey: c.opts.MaxKey}
 }
 
 // Snapshot is an immutable copy of the client's map.
@@ -243,6 +287,7 @@ type Snapshot struct {
 	Seq    int64 // the last sequence applied
 	Synced bool  // false when taken during a re-join (it may be stale)
 	view   *kvmap.View
+	maxKey int // keys longer than this are never held
 }
 
 // Len returns the number of keys.
@@ -250,6 +295,9 @@ func (s *Snapshot) Len() int { return s.view.Len() }
 
 // Get returns the value under key. The slice is shared: do not modify it.
 func (s *Snapshot) Get(key string) ([]byte, bool) {
+	if len(key) > s.maxKey {
+		return nil, false
+	}
 	e, ok := s.view.Get([]byte(key))
 	if !ok {
 		return nil, false
@@ -260,6 +308,9 @@ func (s *Snapshot) Get(key string) ([]byte, bool) {
 // Range calls fn for every key (under prefix) in key order until fn returns
 // false. Value slices are shared: do not modify them.
 func (s *Snapshot) Range(prefix string, fn func(key string, value []byte, seq int64) bool) {
+	if len(prefix) > s.maxKey {
+		return // no key held is that long
+	}
 	s.view.Ascend([]byte(prefix), func(e kvmap.Entry) bool {
 		return fn(string(e.Key()), e.Body(), e.Seq())
 	})
@@ -275,8 +326,10 @@ func (s *Snapshot) Map() map[string]string {
 // Stats returns the client's counters and state.
 func (c *Client) Stats() Stats {
 	c.mu.RLock()
-	st := Stats{Server: c.server, Synced: c.synced, Seq: c.seq, Keys: c.m.Len(), LastError: c.lastErr}
+	st := Stats{Server: c.server, Synced: c.synced, Seq: c.seq, Keys: c.m.Len(), LastError: c.lastErr, History: c.history}
 	c.mu.RUnlock()
+	st.Drops = c.drops.snapshot()
+	st.Refused, st.Resets = c.cnt.refused.Load(), c.cnt.resets.Load()
 	n := &c.cnt
 	st.Joins, st.Resyncs, st.Gaps, st.Restarts = n.joins.Load(), n.resyncs.Load(), n.gaps.Load(), n.restarts.Load()
 	st.Disconnects, st.Timeouts, st.Switches = n.disconnects.Load(), n.timeouts.Load(), n.switches.Load()
@@ -304,13 +357,7 @@ func (c *Client) Watch(ctx context.Context) <-chan Event {
 		w.close()
 		return w.ch
 	}
-	go func() {
-		select {
-		case <-ctx.Done():
-			_ = c.submit(&unwatchReq{w: w})
-		case <-c.done:
-		}
-	}()
+	c.unwatchOnDone(ctx, w)
 	return w.ch
 }
 

@@ -1,5 +1,5 @@
 // Package client is clonekv's Go client: it joins a clone server (the
-// ZeroMQ Guide's Clone pattern, Model Five wire protocol), keeps a copy of
+// ZeroMQ Guide's Clone pattern: Model Five and Six wire protocol), keeps a copy of
 // the map under a subtree, follows every change, writes changes, and never
 // silently diverges from the server: at any moment its map either matches
 // the server at Seq, or a re-join is in progress and watchers have been told
@@ -26,12 +26,87 @@
 //   - The sequence goes backwards (the server restarted with less state), or
 //     the SUB's connection drops (seen through a socket monitor; a restart
 //     always drops it): new sockets, the same endpoint first.
-//   - Silence: nothing, not even a HUGZ (sequence 0, which never counts as a
-//     sequence), for Options.HeartbeatTimeout; or an endpoint that refuses
-//     the connection, fails the handshake or stalls a snapshot for
-//     Options.JoinTimeout: new sockets on the next endpoint, round robin (the
-//     Guide's Model Six). After every endpoint failed in a row the client
-//     waits 50ms, doubling up to 1s, before the next round.
+//   - Silence: nothing, not even a HUGZ, for Options.HeartbeatTimeout, from
+//     a server that has sent at least one HUGZ on this connection; or an
+//     endpoint that refuses the connection, fails the handshake or stalls a
+//     snapshot for Options.JoinTimeout: new sockets on the next endpoint,
+//     round robin (the Guide's Model Six). After every endpoint failed in a
+//     row the client waits 50ms, doubling up to 1s, before the next round.
+//     A server that never sent a HUGZ (the Guide's Model Five, clonesrv
+//     --hugz 0) is not timed out for silence: idle is not dead. Its death
+//     shows as the connection dropping (TCP keepalive finds a vanished
+//     host).
+//   - The server says its history changed (a HUGZ whose history property
+//     differs from the map's): a re-join of the same server.
+//
+// # Heartbeats: what each form of HUGZ tells the client
+//
+// A HUGZ is recognised by its key, whatever its sequence frame, and is never
+// applied and never taken for a restart (its sequence is not compared with
+// the updates' to detect one). What the client concludes:
+//
+//   - Sequence frame 0, no properties (RFC 12, the seed, clonekv's server
+//     before it had history ids): only that the server is alive.
+//   - Property seq=N (clonekv's server): the server's sequence. Following
+//     everything (FilterLocal), N above the last sequence applied means
+//     updates were published that never arrived: the tail of a burst was
+//     lost, and no later update may reveal it. The client re-joins when the
+//     next HUGZ still finds it below the first one's N (a server may read
+//     its sequence a moment before its publisher sent the last updates), so
+//     within two heartbeat intervals of the loss.
+//   - Sequence frame N > 0 (the Guide's Model Six servers send their
+//     current sequence there): the same conclusion, the same way.
+//   - Property history=ID: compared with the history of the map held.
+//
+// With FilterServer a HUGZ sequence above the client's is expected (other
+// subtrees) and means nothing.
+//
+// # History ids
+//
+// clonekv's server puts history=ID (made when its data directory was
+// created) on KTHXBAI and HUGZ. The client keeps the id its map came from
+// (Stats.History). A re-join that finds the same id is the same map later:
+// watchers get only the true differences. A different id is another map
+// (wiped, restored elsewhere): watchers get one EventReset, then every key
+// of the new map as EventUpdate, then EventResyncDone; no deletes for the
+// old keys. A server that sends no id (older clonekv, the Guide's servers)
+// is "unknown history": the differences are computed as always. Delete
+// events after a re-join carry the re-join's sequence. A re-join with no
+// watcher registered builds no events at all.
+//
+// # Refused snapshots
+//
+// A KTHXBAI with a refused=REASON property (sequence 0, no KVSYNC before
+// it) is clonekv's server saying it will not stream a snapshot now (too many
+// joins in flight, or it aborted a stalled one). It is not a snapshot: the
+// client keeps its SUB, waits 100ms, doubling up to 2s, each wait with
+// ±50% jitter so that a herd spreads out, and asks the same server again
+// (Stats.Refused counts them). While it waits, or while a request is
+// queued with nothing received yet, anything on the SUB (a HUGZ, an update)
+// proves the server alive and extends the join deadline: a busy server is
+// not failed over.
+//
+// # Writes to a PULL or a SUB collector
+//
+// Options.Collector says what the server collects on. CollectorPull (the
+// default) writes on a PUSH. CollectorSub (RFC 12, Model Six, clonesrv
+// --collector sub) writes on an XPUB: it sees the collector's subscription
+// arrive and holds writes until then (a PUB drops what nobody subscribed
+// to), and with XPUB_NODROP a full queue is ErrBackpressure, as with the
+// PUSH. Either way the write is confirmed by its echo on the SUB.
+//
+// # Decode limits
+//
+// Messages from the server are checked against Options.MaxKey, MaxProps and
+// MaxBody (64 KiB - 1, 64 KiB, 64 MiB by default). Anything that is not a
+// valid Clone message, or is over a limit, is dropped, counted per reason
+// (Stats.Drops) and logged at warn at most every 10s per reason; a join that
+// fails because of them says "server sent N messages clonekv could not
+// decode: <first reason>". An update over a limit still counts for its
+// sequence (no gap, no re-join loop): a key over MaxKey is not stored, a
+// value or properties over theirs make the key read as absent. Get and
+// Snapshot.Get answer "not found" for a key longer than MaxKey without
+// looking it up.
 //
 // # Gap detection and subtrees: a decision
 //
@@ -88,7 +163,7 @@
 // # Writes
 //
 // Set and Delete send a KVSET with a fresh random (version 4) UUID on the
-// PUSH and return once ZeroMQ has queued it (ErrBackpressure if the queue to
+// PUSH (or XPUB) and return once ZeroMQ has queued it (ErrBackpressure if the queue to
 // the server is full, ErrNotConnected between sessions). The local map
 // changes only when the server publishes the update; SetWait and DeleteWait
 // wait for that, matching the echo by UUID, and return its sequence.
@@ -96,7 +171,7 @@
 // # Goroutines and sockets
 //
 // One owner goroutine creates, uses and closes every socket of the client
-// (DEALER, SUB, PUSH, the SUB's monitor PAIR, the wake pipe's PULL), in the
+// (DEALER, SUB, PUSH or XPUB, the SUB's monitor PAIR, the wake pipe's PULL), in the
 // client's own ZeroMQ context. API calls reach it through a channel; a
 // second goroutine owns the sending end of an inproc wake pipe so that the
 // owner's poll returns at once. Close stops both and waits for them.

@@ -29,11 +29,19 @@ const (
 	// EventLost: this watcher's channel was full and Lost events were
 	// dropped. Re-read the map (Client.Snapshot) to catch up.
 	EventLost
+	// EventReset: the server the client re-joined holds another history
+	// (its history id differs from the one the client's map came from: the
+	// data was wiped or replaced). The old map is gone as a whole: the
+	// events that follow, until EventResyncDone, are the new map's keys as
+	// updates; there are no deletes for the old keys. Drop everything
+	// derived from earlier events. Seq is the new map's sequence.
+	EventReset
 )
 
 var eventNames = map[EventType]string{
 	EventUpdate: "update", EventDelete: "delete", EventResyncStarted: "resync-started",
 	EventResyncDone: "resync-done", EventServerSwitched: "server-switched", EventLost: "lost",
+	EventReset: "reset",
 }
 
 func (t EventType) String() string {
@@ -50,8 +58,8 @@ type Event struct {
 	Value  []byte
 	Seq    int64
 	TTL    time.Duration // the update's ttl (0: none)
-	Reason string        // EventResyncStarted: why
-	Server string        // EventResyncDone, EventServerSwitched: the endpoint followed now
+	Reason string        // EventResyncStarted, EventReset: why
+	Server string        // EventResyncDone, EventServerSwitched, EventReset: the endpoint followed now
 	From   string        // EventServerSwitched: the endpoint followed before
 	Keys   int           // EventResyncDone: keys under the subtree
 	Lost   int           // EventLost: how many events were dropped

@@ -29,6 +29,39 @@ type fakeState struct {
 	kv   map[string]string
 	seq  int64
 	hugz bool
+
+	hugzEvery    time.Duration // default 50ms
+	lastHugz     time.Time     // when the last HUGZ was sent
+	history      string        // set: KTHXBAI and HUGZ carry history=<it>
+	hugzSeqProp  bool          // HUGZ carry seq=<current sequence> (clonekv)
+	hugzSeqFrame bool          // HUGZ carry the sequence in their frame (the Guide's Model Six)
+	refuse       int           // answer this many snapshot requests with a refused KTHXBAI
+	hold         time.Duration // answer snapshot requests only after this long
+	garbage      bool          // answer snapshot requests with undecodable messages
+	requests     int           // snapshot requests received
+	heldReq      [][]byte      // a held request's frames
+	heldUntil    time.Time
+}
+
+// publishRaw sends m with the next sequence, without storing it.
+func (f *fakeState) publishRaw(m kvmsg.Msg) {
+	f.seq++
+	m.Seq = f.seq
+	_ = transport.SendMessage(f.pub, m.Frames(), zmq.DONTWAIT)
+}
+
+func (f *fakeState) hugzMsg() kvmsg.Msg {
+	m := kvmsg.Msg{Key: []byte(kvmsg.KeyHeartbeat)}
+	if f.history != "" {
+		m.Props = kvmsg.SetProp(m.Props, "history", f.history)
+	}
+	if f.hugzSeqProp {
+		m.Props = kvmsg.SetProp(m.Props, "seq", fmt.Sprint(f.seq))
+	}
+	if f.hugzSeqFrame {
+		m.Seq = f.seq
+	}
+	return m
 }
 
 // publish stores key=value under the next sequence and publishes it unless
@@ -86,16 +119,43 @@ func startFake(t testing.TB) *fakeServer {
 			default:
 			}
 			if st.hugz && time.Now().After(nextHugz) {
-				m := kvmsg.Msg{Key: []byte(kvmsg.KeyHeartbeat)}
-				_ = transport.SendMessage(pub, m.Frames(), zmq.DONTWAIT)
-				nextHugz = time.Now().Add(50 * time.Millisecond)
+				_ = transport.SendMessage(pub, st.hugzMsg().Frames(), zmq.DONTWAIT)
+				st.lastHugz = time.Now()
+				every := st.hugzEvery
+				if every == 0 {
+					every = 50 * time.Millisecond
+				}
+				nextHugz = time.Now().Add(every)
 			}
-			polled, err := poller.Poll(5 * time.Millisecond)
-			if err != nil || len(polled) == 0 {
+			var frames [][]byte
+			if st.heldReq != nil && time.Now().After(st.heldUntil) {
+				frames, st.heldReq = st.heldReq, nil
+			} else {
+				polled, err := poller.Poll(5 * time.Millisecond)
+				if err != nil || len(polled) == 0 {
+					continue
+				}
+				frames, _, err = transport.RecvMessage(router, zmq.DONTWAIT, nil)
+				if err != nil || len(frames) != 3 || string(frames[1]) != kvmsg.CmdSnapshot {
+					continue
+				}
+				st.requests++
+				if st.hold > 0 {
+					st.heldReq, st.heldUntil = frames, time.Now().Add(st.hold)
+					st.hold = 0
+					continue
+				}
+			}
+			if st.refuse > 0 {
+				st.refuse--
+				end := kvmsg.Msg{Key: []byte(kvmsg.KeySnapshotEnd), Props: []byte("refused=busy\n"), Body: frames[2]}
+				_ = transport.SendMessage(router, append([][]byte{frames[0]}, end.Frames()...), 0)
 				continue
 			}
-			frames, _, err := transport.RecvMessage(router, zmq.DONTWAIT, nil)
-			if err != nil || len(frames) != 3 || string(frames[1]) != kvmsg.CmdSnapshot {
+			if st.garbage {
+				for range 6 {
+					_ = transport.SendMessage(router, [][]byte{frames[0], []byte("k"), make([]byte, 8), nil, []byte("no-newline"), []byte("v")}, 0)
+				}
 				continue
 			}
 			keys := make([]string, 0, len(st.kv))
@@ -108,6 +168,9 @@ func startFake(t testing.TB) *fakeServer {
 				_ = transport.SendMessage(router, append([][]byte{frames[0]}, m.Frames()...), 0)
 			}
 			end := kvmsg.Msg{Key: []byte(kvmsg.KeySnapshotEnd), Seq: st.seq, Body: frames[2]}
+			if st.history != "" {
+				end.Props = kvmsg.SetProp(nil, "history", st.history)
+			}
 			_ = transport.SendMessage(router, append([][]byte{frames[0]}, end.Frames()...), 0)
 		}
 	}()
@@ -156,11 +219,12 @@ func TestGapAndBackwards(t *testing.T) {
 			s.publish(fmt.Sprintf("k%d", i), "v", false)
 		}
 	})
-	c := dial(t, Options{Endpoints: []string{f.endpoint()}, HeartbeatTimeout: 400 * time.Millisecond})
+	c := dial(t, Options{Endpoints: []string{f.endpoint()}, HeartbeatTimeout: 2 * time.Second})
 	events := c.Watch(t.Context())
 	f.waitSame(t, c)
-	time.Sleep(300 * time.Millisecond) // several HUGZ (seq 0) go by
-	if st := c.Stats(); st.Resyncs != 0 || st.Heartbeats == 0 {
+	// Several HUGZ (seq 0) go by.
+	waitFor(t, 5*time.Second, "HUGZ heard", func() bool { return c.Stats().Heartbeats >= 5 })
+	if st := c.Stats(); st.Resyncs != 0 {
 		t.Fatalf("HUGZ must be heard and not count as a sequence fault: %+v", st)
 	}
 

@@ -43,6 +43,27 @@ func TestConvergesUnderLoss(t *testing.T) {
 	for i := range after {
 		set(t, push, fmt.Sprintf("/k/%03d", i%300), fmt.Sprintf("after-%d", i))
 	}
+	// The "after" burst may itself lose its tail while the client re-joins
+	// (its HWM is 10). This server's HUGZ carry no sequence, so only a
+	// later update shows such a loss (TestHugzTailLoss covers the HUGZ
+	// that do): once the server has the burst, send one more update at a
+	// time until the client is at the server's sequence (a marker sent
+	// while the client's queue is still full is lost too).
+	waitFor(t, 20*time.Second, "the server to take the after burst", func() bool {
+		return srv.Stats().Sequence.Load() == stalled+after
+	})
+	for i := 0; ; i++ {
+		set(t, push, "/k/end", fmt.Sprint(i))
+		want := int64(stalled + after + i + 1)
+		caught := false
+		for end := time.Now().Add(time.Second); time.Now().Before(end) && !caught; time.Sleep(20 * time.Millisecond) {
+			st := c.Stats()
+			caught = st.Synced && st.Seq == want
+		}
+		if caught || i == 20 {
+			break
+		}
+	}
 	assertMatches(t, c, srv.Port(), "")
 	st := c.Stats()
 	if st.Gaps == 0 {

@@ -42,6 +42,50 @@ func (f Filter) String() string {
 	return "Filter(" + strconv.Itoa(int(f)) + ")"
 }
 
+// Collector is the kind of socket the server collects updates on, which
+// decides the socket the client writes with.
+type Collector int
+
+const (
+	// CollectorPull: the server's collector is a PULL (Model Five, the
+	// seed, clonesrv's default); the client writes on a PUSH. The default.
+	CollectorPull Collector = iota
+	// CollectorSub: the server's collector is a SUB (RFC 12, Model Six,
+	// clonesrv --collector sub); the client writes on a PUB. It sends only
+	// once the server's subscription has reached it (a PUB drops what it
+	// has no subscriber for), holding writes until then.
+	CollectorSub
+)
+
+func (c Collector) String() string {
+	switch c {
+	case CollectorPull:
+		return "pull"
+	case CollectorSub:
+		return "sub"
+	}
+	return "Collector(" + strconv.Itoa(int(c)) + ")"
+}
+
+// ParseCollector reads "pull" or "sub" (clonesrv's --collector words).
+func ParseCollector(s string) (Collector, error) {
+	switch s {
+	case "pull":
+		return CollectorPull, nil
+	case "sub":
+		return CollectorSub, nil
+	}
+	return 0, fmt.Errorf("clonekv client: collector %q: want pull or sub", s)
+}
+
+// Default decode limits for what the client accepts from a server. A
+// message over them is dropped and counted (Stats.Drops), never stored.
+const (
+	DefaultMaxKey   = 1<<16 - 1 // far above the Guide's 255, and what the local map can hold
+	DefaultMaxProps = 1 << 16
+	DefaultMaxBody  = 64 << 20
+)
+
 // Options configure a Client. Only Endpoints is required.
 type Options struct {
 	// Endpoints are servers' base addresses "tcp://host:P" (P = the snapshot
@@ -57,9 +101,23 @@ type Options struct {
 	// HeartbeatTimeout: when nothing at all (not even a HUGZ) arrives for
 	// this long, the server is taken for dead and the client moves to the
 	// next endpoint. Default 3s (three of the server's 1s heartbeats).
-	// Negative turns silence detection off (for servers without HUGZ, such
-	// as the Guide's Model Five).
+	// Negative turns silence detection off. The timer is armed only once
+	// the server has sent a HUGZ on this connection: the Guide's Model Five
+	// servers (and clonesrv --hugz 0) never do, and an idle one is not dead.
+	// Such a server's death is still seen when its connection drops (a
+	// crashed process's kernel closes it; a vanished host is found by TCP
+	// keepalive, on unless this is negative); a hung process that never
+	// sent HUGZ is not detected.
 	HeartbeatTimeout time.Duration
+	// Collector is the server's collector socket kind: CollectorPull
+	// (default, the client writes on a PUSH) or CollectorSub (a PUB).
+	Collector Collector
+	// MaxKey, MaxProps and MaxBody bound the key, properties and body of
+	// each message the client accepts from a server (defaults
+	// DefaultMaxKey, DefaultMaxProps, DefaultMaxBody). Messages over them
+	// are dropped and counted per reason in Stats.Drops; Get and Snapshot
+	// answer "not found" for a key longer than MaxKey without looking.
+	MaxKey, MaxProps, MaxBody int
 	// JoinTimeout bounds connecting to an endpoint and each wait for the
 	// next snapshot message; past it the next endpoint is tried. Default 3s.
 	JoinTimeout time.Duration
@@ -94,6 +152,12 @@ type testHooks struct {
 	// beforeSubRead runs in the owner goroutine before each batch read from
 	// the subscriber (a test stalls the reader here).
 	beforeSubRead func()
+	// retryBackoff, when set, replaces the first wait after a refused
+	// snapshot request.
+	retryBackoff time.Duration
+	// joinEvents, when set, is told how many events a completed join built
+	// (in the owner goroutine, before they are delivered).
+	joinEvents func(n int)
 }
 
 // Errors returned by the client.
@@ -124,6 +188,18 @@ func (o Options) withDefaults() (Options, []endpoint, error) {
 	}
 	if o.Filter != FilterLocal && o.Filter != FilterServer {
 		return o, nil, fmt.Errorf("clonekv client: unknown filter %v", o.Filter)
+	}
+	if o.Collector != CollectorPull && o.Collector != CollectorSub {
+		return o, nil, fmt.Errorf("clonekv client: unknown collector %v", o.Collector)
+	}
+	if o.MaxKey <= 0 {
+		o.MaxKey = DefaultMaxKey
+	}
+	if o.MaxProps <= 0 {
+		o.MaxProps = DefaultMaxProps
+	}
+	if o.MaxBody <= 0 {
+		o.MaxBody = DefaultMaxBody
 	}
 	if o.HeartbeatTimeout == 0 {
 		o.HeartbeatTimeout = 3 * time.Second

@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	zmq "github.com/pebbe/zmq4"
 
@@ -11,7 +12,7 @@ import (
 )
 
 // session is the sockets connected to one endpoint: DEALER (snapshots, P),
-// SUB (updates and HUGZ, P+1), PUSH (our updates, P+2), and a PAIR that
+// SUB (updates and HUGZ, P+1), PUSH or XPUB (our updates, P+2), and a PAIR that
 // receives the SUB's connection events (a dropped connection means the
 // server went away or restarted: the stream may have a hole). All are
 // created, used and closed by the owner goroutine only.
@@ -26,11 +27,24 @@ type session struct {
 	dealerRx *transport.Receiver // reads dealer; replaced with it
 	sub      *zmq.Socket
 	subRx    *transport.Receiver // reads sub
-	push     *zmq.Socket
+	push     *zmq.Socket         // PUSH (CollectorPull) or XPUB (CollectorSub)
 	mon      *zmq.Socket
 
 	subReady bool  // the SUB's handshake with the server completed
 	rawPrev  int64 // the last sequence received on this SUB (0: none yet)
+
+	// CollectorSub: the XPUB sends only once the server's SUB has
+	// subscribed (a PUB drops what no subscriber asked for); until then
+	// writes wait in held, in order.
+	pubSub   bool // the server's collector subscribed
+	held     []heldWrite
+	hugzSeen bool // a HUGZ arrived on this SUB: silence detection is armed
+}
+
+// heldWrite is an update waiting for the collector's subscription.
+type heldWrite struct {
+	frames [][]byte
+	key    []byte
 }
 
 // monitorEvents are the SUB connection events the owner acts on.
@@ -58,6 +72,19 @@ func openSession(zctx *zmq.Context, ep endpoint, idx int, o *Options, strict boo
 	}); err != nil {
 		return nil, fmt.Errorf("subscriber for %s: %w", ep.name, err)
 	}
+	if o.HeartbeatTimeout > 0 {
+		// TCP keepalive, so that a server host that vanished without
+		// closing the connection shows as a dropped connection even when it
+		// never sent HUGZ (silence detection waits for a first one). Not
+		// ZMTP heartbeats: libzmq (4.3.x, issue zeromq/libzmq#3937) kills a
+		// SUB connection whose input is stopped by a full receive queue when
+		// they time out, and can then abort on an assertion on reconnect.
+		idle := max(int(o.HeartbeatTimeout/time.Second), 1)
+		if err = errors.Join(s.sub.SetTcpKeepalive(1), s.sub.SetTcpKeepaliveIdle(idle),
+			s.sub.SetTcpKeepaliveIntvl(1), s.sub.SetTcpKeepaliveCnt(3)); err != nil {
+			return nil, fmt.Errorf("subscriber keepalive for %s: %w", ep.name, err)
+		}
+	}
 	s.subRx = transport.NewReceiver(s.sub)
 	if err = s.sub.Monitor(monAddr, monitorEvents); err != nil {
 		return nil, fmt.Errorf("monitor subscriber for %s: %w", ep.name, err)
@@ -68,11 +95,25 @@ func openSession(zctx *zmq.Context, ep endpoint, idx int, o *Options, strict boo
 	if err = s.sub.Connect(ep.addr(1)); err != nil {
 		return nil, fmt.Errorf("connect subscriber to %s: %w", ep.addr(1), err)
 	}
-	if s.push, err = transport.Connect(zctx, zmq.PUSH, ep.addr(2), transport.Options{
-		SndHWM: o.PushSndHWM, Linger: o.Linger, CurveClient: o.Curve,
-	}); err != nil {
+	wopts := transport.Options{SndHWM: o.PushSndHWM, Linger: o.Linger, CurveClient: o.Curve}
+	if o.Collector == CollectorSub {
+		if s.push, err = transport.NewSocket(zctx, zmq.XPUB, wopts); err != nil {
+			return nil, fmt.Errorf("updates socket for %s: %w", ep.name, err)
+		}
+		// At the high-water mark, EAGAIN (ErrBackpressure) instead of a
+		// silent drop, as the PUSH does.
+		if err = s.push.SetXpubNodrop(true); err != nil {
+			return nil, fmt.Errorf("updates socket for %s: %w", ep.name, err)
+		}
+		if err = s.push.Connect(ep.addr(2)); err != nil {
+			return nil, fmt.Errorf("connect updates socket to %s: %w", ep.addr(2), err)
+		}
+		return s, nil
+	}
+	if s.push, err = transport.Connect(zctx, zmq.PUSH, ep.addr(2), wopts); err != nil {
 		return nil, fmt.Errorf("updates socket for %s: %w", ep.name, err)
 	}
+	s.pubSub = true // a PUSH queues until connected
 	return s, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/clonekv/clonekv/kvmsg"
@@ -31,9 +32,9 @@ func joinFrames(sep byte, frames ...[]byte) []byte {
 
 // seedLimits is what the seed corpus is written against: the default key
 // limit and a small body limit, so that an over-long body seed stays small.
-var seedLimits = kvmsg.Limits{MaxKey: kvmsg.DefaultMaxKey, MaxBody: 64}
+var seedLimits = kvmsg.Limits{MaxKey: kvmsg.DefaultMaxKey, MaxBody: 64, MaxProps: 64}
 
-var fuzzLimits = []kvmsg.Limits{{}, kvmsg.DefaultLimits, seedLimits, {MaxKey: 3, MaxBody: 3}, {MaxProps: 3}}
+var fuzzLimits = []kvmsg.Limits{{}, kvmsg.DefaultLimits, seedLimits, {MaxKey: 3, MaxBody: 3, MaxProps: 3}}
 
 // printableText is the spec of property text: valid UTF-8, no control
 // characters except tab, no DEL.
@@ -92,7 +93,7 @@ func checkDecode(t *testing.T, frames [][]byte, lim kvmsg.Limits) {
 	if len(frames) != kvmsg.NumFrames {
 		t.Fatalf("Decode accepted %d frames", len(frames))
 	}
-	for _, r := range []kvmsg.Reason{kvmsg.ReasonSeqLength, kvmsg.ReasonUUIDLength, kvmsg.ReasonKeyTooLong, kvmsg.ReasonBodyTooLong, kvmsg.ReasonProps} {
+	for _, r := range []kvmsg.Reason{kvmsg.ReasonSeqLength, kvmsg.ReasonUUIDLength, kvmsg.ReasonKeyTooLong, kvmsg.ReasonBodyTooLong, kvmsg.ReasonPropsTooLong, kvmsg.ReasonProps} {
 		if reasonApplies(r, frames, lim) {
 			t.Fatalf("Decode(%q, %+v) accepted a message with defect %q", frames, lim, r)
 		}
@@ -119,7 +120,7 @@ func checkDecode(t *testing.T, frames [][]byte, lim kvmsg.Limits) {
 	// Every property line is found by LookupProp (the first of a name wins).
 	seen := map[string]bool{}
 	for _, line := range strings.SplitAfter(string(m.Props), "\n") {
-		if line == "" {
+		if line == "" || line == "\n" { // the Go port's empty trailing line
 			continue
 		}
 		name, value, _ := strings.Cut(strings.TrimSuffix(line, "\n"), "=")
@@ -132,6 +133,7 @@ func checkDecode(t *testing.T, frames [][]byte, lim kvmsg.Limits) {
 		}
 	}
 	_, _ = m.TTL()
+	_, _ = m.Deadline(time.Now())
 }
 
 func FuzzDecode(f *testing.F) {
@@ -170,7 +172,7 @@ func modelSetProp(raw []byte, name, value string) string {
 	var b strings.Builder
 	placed := false
 	for _, line := range strings.SplitAfter(string(raw), "\n") {
-		if line == "" {
+		if line == "" || line == "\n" {
 			continue
 		}
 		n, _, _ := strings.Cut(line, "=")
@@ -210,6 +212,8 @@ func FuzzProps(f *testing.F) {
 	f.Add([]byte("a=\x00\n"), "a", "\x01")
 	f.Add([]byte("n=héllo ✓\n"), "n", "\xc3\x28")
 	f.Add([]byte("a=1\n"), "a=b", "c\nd=e")
+	f.Add([]byte("\n"), "ttl", "1.5")
+	f.Add([]byte("ttl=1700000030\n\n"), "x", "y")
 	f.Fuzz(func(t *testing.T, raw []byte, name, value string) {
 		orig := append([]byte(nil), raw...)
 		verr := kvmsg.ValidateProps(raw)
@@ -291,7 +295,7 @@ func TestSeedCorpus(t *testing.T) {
 			t.Errorf("%s: name should start with ok- or bad-", name)
 		}
 	}
-	for _, r := range []kvmsg.Reason{kvmsg.ReasonFrameCount, kvmsg.ReasonSeqLength, kvmsg.ReasonUUIDLength, kvmsg.ReasonProps, kvmsg.ReasonKeyTooLong, kvmsg.ReasonBodyTooLong} {
+	for _, r := range []kvmsg.Reason{kvmsg.ReasonFrameCount, kvmsg.ReasonSeqLength, kvmsg.ReasonUUIDLength, kvmsg.ReasonProps, kvmsg.ReasonKeyTooLong, kvmsg.ReasonBodyTooLong, kvmsg.ReasonPropsTooLong} {
 		if reasons[r] == 0 {
 			t.Errorf("seed corpus has no bad-%s-* case", r)
 		}

@@ -7,6 +7,11 @@
 //	frame 3  properties, zero or more "name=value\n" lines
 //	frame 4  body; an empty body means delete
 //
+// What the Guide's own peers send is accepted as they send it: the Go port's
+// kvmsg writes a properties frame of a single "\n" when there are none (and
+// ends every frame with an empty line), the C and Python ones an empty frame;
+// both are an empty property set here (see ValidateProps).
+//
 // The package holds no sockets: Decode turns received frames into a Msg
 // (rejecting anything malformed with a *DecodeError) and Frames encodes one.
 // Frames are kept as []byte end to end; Decode does not copy them, so a Msg
@@ -60,7 +65,7 @@ type Msg struct {
 type Limits struct {
 	MaxKey   int
 	MaxBody  int
-	MaxProps int // the properties frame, in bytes
+	MaxProps int // bytes of the properties frame
 }
 
 // DefaultLimits are the limits the server uses unless configured otherwise.

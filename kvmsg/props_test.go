@@ -22,6 +22,9 @@ func TestValidateProps(t *testing.T) {
 		"name=héllo ✓ 日本\n",
 		"dup=1\ndup=2\n",
 		strings.Repeat("k=v\n", 1000),
+		"\n",      // the Go port's kvmsg with no properties
+		"a=1\n\n", // ...and with one: a trailing empty line
+		"a=1\nb=2\n\n",
 	}
 	for _, raw := range valid {
 		if err := kvmsg.ValidateProps([]byte(raw)); err != nil {
@@ -31,11 +34,13 @@ func TestValidateProps(t *testing.T) {
 	invalid := []string{
 		"a=1",
 		"a=1\nb",
-		"\n",
+		"\n\n",
+		"\na=1\n",
+		"a=1\n\nb=2\n",
+		"a=1\n\n\n",
 		"a\n",
 		"=\n",
 		"=1\n",
-		"a=1\n\n",
 		"a=\x00\n",
 		"\x00=1\n",
 		"a=\x01\n",
@@ -106,6 +111,8 @@ func TestSetProp(t *testing.T) {
 		{"value with '='", "a=1\n", "a", "x=y", "a=x=y\n"},
 		{"prefix name is a different prop", "ttl=1\n", "tt", "2", "ttl=1\ntt=2\n"},
 		{"longer name is a different prop", "tt=1\n", "ttl", "2", "tt=1\nttl=2\n"},
+		{"Go port's empty set", "\n", "ttl", "5", "ttl=5\n"},
+		{"Go port's trailing empty line", "a=1\n\n", "b", "2", "a=1\nb=2\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -147,6 +154,12 @@ func TestTTL(t *testing.T) {
 		{"a=1\nttl=30\nb=2\n", 30 * time.Second},
 		{"ttl=1\n", time.Second},
 		{"ttl=2147483647\n", kvmsg.MaxTTL * time.Second},
+		{"ttl=1.5\n", 1500 * time.Millisecond},
+		{"ttl=0.25\n", 250 * time.Millisecond},
+		{"ttl=30.0\n", 30 * time.Second},
+		{"ttl=0.0\n", 0},
+		{"ttl=1.0000000019\n", time.Second + time.Nanosecond},
+		{"ttl=7\n\n", 7 * time.Second},
 	}
 	for _, tt := range ok {
 		d, err := kvmsg.Msg{Props: []byte(tt.props)}.TTL()
@@ -157,7 +170,12 @@ func TestTTL(t *testing.T) {
 	bad := []string{
 		"abc",
 		"-1",
-		"1.5",
+		"-1.5",
+		"1.",
+		".5",
+		"1.5.2",
+		"1,5",
+		"2147483647.5",
 		"",
 		" 30",
 		"30 ",
@@ -184,6 +202,38 @@ func TestTTL(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), "ttl") {
 			t.Errorf("TTLError text %q does not mention ttl", err.Error())
+		}
+	}
+}
+
+// TestDeadline: a server's ttl is read as relative seconds below 1e9, as
+// absolute Unix seconds (whole: the Guide's Go servers; a float: the Python
+// ones) up to 1e11, and as absolute Unix milliseconds (the C servers) above.
+func TestDeadline(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	ok := []struct {
+		ttl  string
+		want time.Time
+	}{
+		{"", time.Time{}},
+		{"ttl=0\n", time.Time{}},
+		{"ttl=30\n", now.Add(30 * time.Second)},
+		{"ttl=1.5\n", now.Add(1500 * time.Millisecond)},
+		{"ttl=999999999\n", now.Add(999999999 * time.Second)},
+		{"ttl=1700000030\n", time.Unix(1_700_000_030, 0)},           // Go: time.Now().Add(ttl).Unix()
+		{"ttl=1700000030.250000\n", time.Unix(1_700_000_030, 25e7)}, // Python: time.time() + ttl
+		{"ttl=1700000030123\n", time.UnixMilli(1_700_000_030_123)},  // C: zclock_time() + ttl*1000
+		{"ttl=1699999990\n", time.Unix(1_699_999_990, 0)},           // passed: returned as it is
+	}
+	for _, tt := range ok {
+		d, err := kvmsg.Msg{Props: []byte(tt.ttl)}.Deadline(now)
+		if err != nil || !d.Equal(tt.want) {
+			t.Errorf("Deadline with props %q = %v, %v; want %v", tt.ttl, d, err, tt.want)
+		}
+	}
+	for _, v := range []string{"abc", "-5", "1e9", " 5", "99999999999999999999", "1."} {
+		if d, err := (kvmsg.Msg{Props: []byte("ttl=" + v + "\n")}).Deadline(now); err == nil {
+			t.Errorf("Deadline with ttl=%q = %v, want a *TTLError", v, d)
 		}
 	}
 }

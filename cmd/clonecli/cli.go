@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -27,6 +28,11 @@ const (
 
 // EnvServer names the environment variable that gives the default --server.
 const EnvServer = "CLONEKV_SERVER"
+
+// EnvCollector gives the default --collector. It is the variable clonesrv
+// reads for its own --collector, on purpose: one setting makes both sides
+// agree.
+const EnvCollector = "CLONEKV_COLLECTOR"
 
 // Environment variables that give the default CURVE key files. clonesrv
 // shares the CLONEKV_ prefix and ignores these (its IgnoreEnv list).
@@ -66,6 +72,8 @@ type globals struct {
 	// CURVE: the server's public key file and our own key pair file.
 	curveServerKeyFile string
 	curveKeyFile       string
+	collector          string        // pull or sub: the server's collector socket
+	heartbeatTimeout   time.Duration // 0: no silence detection
 }
 
 func (g *globals) register(fs *flag.FlagSet) {
@@ -74,6 +82,10 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.logLevel, "log-level", g.logLevel, "client log level: debug, info, warn, error")
 	fs.StringVar(&g.curveServerKeyFile, "curve-server-key-file", g.curveServerKeyFile,
 		"talk CURVE to the server: its public key file NAME.pub (env "+EnvCurveServerKeyFile+"; needs --curve-key-file)")
+	fs.StringVar(&g.collector, "collector", g.collector,
+		"the server's collector socket, as clonesrv's --collector: pull (Model Five, clonesrv's default; updates go on a PUSH) or sub (RFC 12 / Model Six; updates go on a PUB) (env "+EnvCollector+")")
+	fs.DurationVar(&g.heartbeatTimeout, "heartbeat-timeout", g.heartbeatTimeout,
+		"watch, demo: re-join (or fail over) when a server that sends HUGZ sends nothing for this long; 0 turns silence detection off")
 	fs.StringVar(&g.curveKeyFile, "curve-key-file", g.curveKeyFile,
 		"this client's CURVE key pair file NAME.key from clonecli keygen (env "+EnvCurveKeyFile+"; needs --curve-server-key-file)")
 }
@@ -181,14 +193,27 @@ func (inv *invocation) options(subtree string, filter client.Filter) (client.Opt
 	if err != nil {
 		return client.Options{}, err
 	}
+	collector, err := client.ParseCollector(inv.g.collector)
+	if err != nil {
+		return client.Options{}, &usageError{"--collector: want pull or sub, got " + strconv.Quote(inv.g.collector)}
+	}
+	hb := inv.g.heartbeatTimeout
+	switch {
+	case hb < 0:
+		return client.Options{}, &usageError{"--heartbeat-timeout must not be negative (0 turns it off)"}
+	case hb == 0:
+		hb = -1 // the client's "off"
+	}
 	eps := strings.Split(inv.g.server, ",")
 	return client.Options{
-		Endpoints:   eps,
-		Subtree:     subtree,
-		Filter:      filter,
-		JoinTimeout: max(inv.g.timeout/time.Duration(len(eps)), 100*time.Millisecond),
-		Curve:       curve,
-		Logger:      inv.log,
+		Endpoints:        eps,
+		Subtree:          subtree,
+		Filter:           filter,
+		Collector:        collector,
+		HeartbeatTimeout: hb,
+		JoinTimeout:      max(inv.g.timeout/time.Duration(len(eps)), 100*time.Millisecond),
+		Curve:            curve,
+		Logger:           inv.log,
 	}, nil
 }
 
@@ -203,6 +228,19 @@ func (inv *invocation) newClient(subtree string, filter client.Filter) (*client.
 		return nil, &usageError{err.Error()}
 	}
 	return c, nil
+}
+
+// newWatchingClient is newClient with a watch registered from the start.
+func (inv *invocation) newWatchingClient(ctx context.Context, subtree string, filter client.Filter) (*client.Client, <-chan client.Event, error) {
+	opts, err := inv.options(subtree, filter)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, events, err := client.NewWatching(ctx, opts)
+	if err != nil {
+		return nil, nil, &usageError{err.Error()}
+	}
+	return c, events, nil
 }
 
 // Dial joins the server for subtree within --timeout, with an error a
@@ -239,6 +277,10 @@ func (inv *invocation) waitSynced(c *client.Client) error {
 // error: CURVE keys when a handshake failed, else the address.
 func (inv *invocation) hint(last string) string {
 	switch {
+	case strings.Contains(last, "could not decode"):
+		return "something answers there, but not in the Clone protocol as clonekv reads it: check that --server is a clone server's base port P"
+	case strings.Contains(last, "refused the snapshot"):
+		return "the server is up but busy: it refused the snapshot request; retry, or raise --timeout"
 	case !strings.Contains(last, "handshake"):
 		return fmt.Sprintf("is clonesrv running there? set --server or %s to its base address tcp://host:P", EnvServer)
 	case inv.g.curveKeyFile == "":
@@ -251,9 +293,12 @@ func (inv *invocation) hint(last string) string {
 
 // run is the whole command, for tests: it returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	g := &globals{server: defaultServer, timeout: 5 * time.Second, logLevel: "warn"}
+	g := &globals{server: defaultServer, timeout: 5 * time.Second, logLevel: "warn", collector: "pull", heartbeatTimeout: 3 * time.Second}
 	if s := getenv(EnvServer); s != "" {
 		g.server = s
+	}
+	if s := getenv(EnvCollector); s != "" {
+		g.collector = s
 	}
 	g.curveServerKeyFile = getenv(EnvCurveServerKeyFile)
 	g.curveKeyFile = getenv(EnvCurveKeyFile)

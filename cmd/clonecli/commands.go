@@ -108,14 +108,14 @@ func cmdWatch(inv *invocation) error {
 // follow joins subtree and prints every event until interrupted, calling
 // tick (if any) from the same loop every interval.
 func follow(inv *invocation, subtree string, asJSON bool, tick *ticker) error {
-	c, err := inv.newClient(subtree, client.FilterLocal)
+	ctx, cancel := context.WithCancel(inv.Ctx)
+	defer cancel()
+	// Watching from the start: the join's resync-done is the first line.
+	c, events, err := inv.newWatchingClient(ctx, subtree, client.FilterLocal)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	ctx, cancel := context.WithCancel(inv.Ctx)
-	defer cancel()
-	events := c.Watch(ctx) // before the join completes: its resync-done is the first line
 	if err := inv.waitSynced(c); err != nil {
 		return err
 	}

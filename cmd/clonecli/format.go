@@ -74,7 +74,7 @@ func writeEvent(w io.Writer, ev client.Event, asJSON bool) error {
 	case client.EventUpdate:
 		line = fmt.Sprintf("update %d %s %s", ev.Seq, text(ev.Key), text(string(ev.Value)))
 		if ev.TTL > 0 {
-			line += " ttl=" + ev.TTL.String()
+			line += " ttl=" + max(ev.TTL.Round(time.Millisecond), time.Millisecond).String()
 		}
 	case client.EventDelete:
 		line = fmt.Sprintf("delete %d %s", ev.Seq, text(ev.Key))
@@ -86,6 +86,8 @@ func writeEvent(w io.Writer, ev client.Event, asJSON bool) error {
 		line = fmt.Sprintf("server-switched %s -> %s", ev.From, ev.Server)
 	case client.EventLost:
 		line = fmt.Sprintf("lost %d events (output too slow)", ev.Lost)
+	case client.EventReset:
+		line = fmt.Sprintf("reset %d %s (the server holds another map: what follows is all of it)", ev.Seq, ev.Reason)
 	default:
 		line = ev.Type.String()
 	}
