@@ -21,8 +21,15 @@ type serverProc struct {
 
 func startProc(t testing.TB, bin string, port int) *serverProc {
 	t.Helper()
+	return startProcDir(t, bin, port, t.TempDir())
+}
+
+// startProcDir is startProc on the data directory dir (the same history
+// when dir is reused).
+func startProcDir(t testing.TB, bin string, port int, dir string) *serverProc {
+	t.Helper()
 	p := &serverProc{stderr: &bytes.Buffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--hugz", "100ms", "--log-level", "warn", "--data-dir", t.TempDir())
+	p.cmd = exec.Command(bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--hugz", "100ms", "--log-level", "warn", "--data-dir", dir)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start clonesrv: %v", err)
@@ -97,6 +104,59 @@ func TestServerProcessRestart(t *testing.T) {
 	if st := c.Stats(); st.Disconnects+st.Restarts+st.Timeouts == 0 {
 		t.Fatalf("restart not attributed: %+v", st)
 	}
+}
+
+// TestRestartSameHistory (issue 12): a real clonesrv is killed with
+// SIGKILL and started again on the same data directory. The client re-joins
+// the same history (same id, the same sequence): its watcher is told of no
+// reset, no delete and no update for the keys that did not change, only of
+// what really changed after the restart.
+func TestRestartSameHistory(t *testing.T) {
+	t.Parallel()
+	bin := buildBinary(t, "github.com/clonekv/clonekv/cmd/clonesrv")
+	port, dir := testkit.FreePorts(t), t.TempDir()
+	first := startProcDir(t, bin, port, dir)
+
+	c := dial(t, Options{Endpoints: []string{fmt.Sprintf("tcp://127.0.0.1:%d", port)}, HeartbeatTimeout: 500 * time.Millisecond})
+	events := c.Watch(t.Context())
+	push := newRawPeer(t).pusher(port)
+	for i := range 30 {
+		set(t, push, fmt.Sprintf("/kept/%02d", i), "before")
+	}
+	waitSeq(t, port, 30)
+	assertMatches(t, c, port, "")
+	before := c.Seq()
+
+	first.kill(t)
+	startProcDir(t, bin, port, dir)
+	nextEvent(t, events, EventResyncStarted, 10*time.Second)
+	var during []Event
+	for {
+		select {
+		case ev := <-events:
+			if ev.Type != EventResyncDone {
+				during = append(during, ev)
+				continue
+			}
+			if ev.Seq != before || ev.Keys != 30 {
+				t.Fatalf("re-joined at seq %d with %d keys, want the same history at %d with 30", ev.Seq, ev.Keys, before)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("no resync-done within 15s of the restart")
+		}
+		break
+	}
+	if len(during) > 0 {
+		t.Fatalf("a restart of the same history produced events %+v, want none", during)
+	}
+
+	push2 := newRawPeer(t).pusher(port)
+	set(t, push2, "/kept/00", "after")
+	ev := nextEvent(t, events, EventUpdate, 10*time.Second)
+	if ev.Key != "/kept/00" || string(ev.Value) != "after" || ev.Seq != before+1 {
+		t.Fatalf("after the restart: %+v, want /kept/00=after at seq %d", ev, before+1)
+	}
+	assertMatches(t, c, port, "")
 }
 
 // waitSeq waits until the server at port has sequenced seq updates.
