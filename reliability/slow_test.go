@@ -20,12 +20,13 @@ import (
 // latSub reads stamped updates under a prefix on its own goroutine,
 // checks they arrive in order with none missing, and keeps their latencies.
 type latSub struct {
-	mu   sync.Mutex
-	lat  latencies
-	next int64
-	err  error
-	stop chan struct{}
-	done chan struct{}
+	mu       sync.Mutex
+	lat      latencies
+	next     int64
+	err      error
+	stop     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
 }
 
 func startLatSub(t testing.TB, zctx *zmq.Context, port int, prefix string) *latSub {
@@ -35,6 +36,10 @@ func startLatSub(t testing.TB, zctx *zmq.Context, port int, prefix string) *latS
 	waitSubscribed(t, push, sub, prefix+"ping")
 	push.Close()
 	l := &latSub{stop: make(chan struct{}), done: make(chan struct{})}
+	// A test that fails half-way never calls halt: the reader must still
+	// close its socket before the context's Term (an earlier cleanup) or
+	// Term waits for it for ever.
+	t.Cleanup(func() { l.stopOnce.Do(func() { close(l.stop) }); <-l.done })
 	go func() {
 		defer close(l.done)
 		defer sub.Close()
@@ -87,7 +92,7 @@ func (l *latSub) halt(want int64) error {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	close(l.stop)
+	l.stopOnce.Do(func() { close(l.stop) })
 	<-l.done
 	l.mu.Lock()
 	defer l.mu.Unlock()
