@@ -29,7 +29,9 @@ type Config struct {
 	// snapshot, and SnapshotThreshold how many new log entries make it take
 	// one (defaults 30s and 8192). TrailingLogs is how many entries stay
 	// in the log behind a snapshot (default 10240), for a follower to
-	// catch up from without a snapshot.
+	// catch up from without a snapshot. In memory (Dir empty) the defaults
+	// are 250ms, 1024 and 128: there a snapshot writes nothing and only
+	// lets raft drop applied entries, so it is taken often.
 	SnapshotInterval  time.Duration
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
@@ -51,14 +53,20 @@ func (c *Config) withDefaults() Config {
 	if out.NodeID == "" {
 		out.NodeID = "clonesrv"
 	}
+	interval, threshold, trailing := 30*time.Second, uint64(8192), uint64(10240)
+	if out.Dir == "" {
+		// Nothing in memory is ever restored or sent to a peer: keep just
+		// enough log for raft's bookkeeping (README "Durability").
+		interval, threshold, trailing = 250*time.Millisecond, 1024, 128
+	}
 	if out.SnapshotInterval <= 0 {
-		out.SnapshotInterval = 30 * time.Second
+		out.SnapshotInterval = interval
 	}
 	if out.SnapshotThreshold == 0 {
-		out.SnapshotThreshold = 8192
+		out.SnapshotThreshold = threshold
 	}
 	if out.TrailingLogs == 0 {
-		out.TrailingLogs = 10240
+		out.TrailingLogs = trailing
 	}
 	if out.SnapshotsRetained <= 0 {
 		out.SnapshotsRetained = 2
@@ -115,7 +123,7 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("raft log %s: last index: %w", st.logDir, err))
 	}
-	n.fsm = &fsm{store: c.Store, replayTo: last, onFatal: func(err error) {
+	n.fsm = &fsm{store: c.Store, replayTo: last, volatile: c.Dir == "", onFatal: func(err error) {
 		c.Logger.Error("the log is damaged: nothing from this entry on is applied; no longer accepting updates", "dir", c.Dir, "err", err)
 		if c.Stats != nil {
 			c.Stats.LogFailed.Store(true)
@@ -278,8 +286,12 @@ type stores struct {
 
 func openStores(c Config, hl hclog.Logger) (*stores, error) {
 	if c.Dir == "" {
+		// A single volatile node never restores a snapshot nor sends one
+		// to a peer: its snapshots only mark how far raft may drop the
+		// log, so they are discarded (the FSM writes nothing into them)
+		// rather than kept as copies of the whole map.
 		mem := raft.NewInmemStore()
-		return &stores{logs: mem, stable: mem, snaps: raft.NewInmemSnapshotStore(), logDir: "(memory)", snapDir: "(memory)"}, nil
+		return &stores{logs: mem, stable: mem, snaps: raft.NewDiscardSnapshotStore(), logDir: "(memory)", snapDir: "(memory)"}, nil
 	}
 	l := layout(c.Dir)
 	if err := ensureDir(c.Dir); err != nil {

@@ -206,3 +206,64 @@ func TestDamagedSnapshotRefused(t *testing.T) {
 		t.Fatalf("Open of a damaged snapshot: %v, want an error naming one of %v", err, files)
 	}
 }
+
+// TestMemoryLogBounded: in memory the node keeps a bounded tail of its log
+// (it compacts behind discarded snapshots) and keeps no copy of the map,
+// while every entry still reaches the store.
+func TestMemoryLogBounded(t *testing.T) {
+	st := &memStore{m: kvmap.New()}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := Open(ctx, Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(context.Background())
+	const total = 6000 // several times the memory defaults' threshold + trailing
+	body := bytes.Repeat([]byte("b"), 1024)
+	futures := make([]interface{ Error() error }, 0, 256)
+	for i := range total {
+		op := Op{Kind: OpSet, Msg: kvmsg.Msg{Key: fmt.Appendf(nil, "/k/%d", i%100), Body: body}}
+		futures = append(futures, n.Apply(AppendOps(nil, 0, []Op{op})))
+		if len(futures) == cap(futures) || i == total-1 {
+			for _, f := range futures {
+				if err := f.Error(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			futures = futures[:0]
+		}
+	}
+	st.mu.Lock()
+	seq, keys := st.seq, st.m.Len()
+	st.mu.Unlock()
+	if seq != total || keys != 100 {
+		t.Fatalf("store seq %d keys %d, want %d 100", seq, keys, total)
+	}
+	// The memory defaults (threshold 1024 + trailing 128) fit well inside
+	// this; the disk defaults (8192 + 10240) would keep all 6000.
+	const bound = 2048
+	held := func() uint64 {
+		first, _ := n.logs.FirstIndex()
+		last, _ := n.logs.LastIndex()
+		return last - first + 1
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for held() > bound && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // raft's snapshot timer, at most 2 x 250ms
+	}
+	if h := held(); h > bound {
+		t.Fatalf("memory log holds %d entries after %d applied, want at most %d", h, total, bound)
+	}
+	if list, err := n.snaps.List(); err != nil || len(list) != 0 {
+		t.Fatalf("memory snapshot store keeps %d snapshots (err %v), want none", len(list), err)
+	}
+	// The node still takes new entries after compaction.
+	op := Op{Kind: OpSet, Msg: kvmsg.Msg{Key: []byte("/after"), Body: []byte("v")}}
+	if err := n.Apply(AppendOps(nil, 0, []Op{op})).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Barrier(); err != nil {
+		t.Fatal(err)
+	}
+}

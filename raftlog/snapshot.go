@@ -47,6 +47,13 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 // Release drops the view.
 func (s *snapshot) Release() { s.state.Map = nil }
 
+// discarded is the FSM snapshot of the in-memory log: raft takes it only to
+// compact its log, its store throws it away, and nothing ever restores it.
+type discarded struct{}
+
+func (discarded) Persist(sink raft.SnapshotSink) error { return sink.Close() }
+func (discarded) Release()                             {}
+
 func writeSnapshot(w io.Writer, st State) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	var buf []byte

@@ -35,11 +35,16 @@ func within2x(got, ref, floor time.Duration) bool {
 
 // latencyFloors are the absolute allowances of checkLatency for p50 and
 // p90. On a shared 2-core box a clean p50 is ~0.5ms and a p99 jumps by
-// 100ms when a neighbour runs, so a bare ratio (and any p99 check) is flaky;
-// the floors still catch a stall or a queue building up.
+// 100ms when a neighbour runs, so a bare ratio (and any p99 check) is flaky.
+// Under -race at a load average of 6-9 the p90 of one phase swings between
+// 4ms and 230ms in either direction between phases of the same run (so
+// does the p50, 1-17ms), whatever the server does: the floors sit above
+// that. They still catch what these tests are about: a server stalled by a
+// slow consumer, or a queue building up, delays updates by seconds over a
+// 5-8s phase.
 func latencyFloors() (p50, p90 time.Duration) {
 	if raceEnabled {
-		return 5 * time.Millisecond, 25 * time.Millisecond
+		return 50 * time.Millisecond, 250 * time.Millisecond
 	}
 	return 2 * time.Millisecond, 10 * time.Millisecond
 }

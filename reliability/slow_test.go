@@ -128,11 +128,21 @@ func TestSlowSubscriber(t *testing.T) {
 	// generating it (at 20,000 the server falls behind, see the README).
 	blastRate, phase := 10000, 6*time.Second
 	if raceEnabled {
-		phase = 5 * time.Second
+		// Under -race on a loaded box 10,000/s saturates the server (a
+		// phase-1 p50 of 100ms, a backlog of 300+ MiB that grows into
+		// phase 2); 6,000/s for 8s still blasts 187 MiB during the stall.
+		blastRate, phase = 6000, 8*time.Second
 	}
 	const body = 4096
 	const bound = 64 * mib
-	p := startClonesrv(t, "--pub-hwm", "1000")
+	// --memory: what is under test is the publisher's bound on a stalled
+	// subscriber. On a data directory the fsync of this 40 MB/s blast
+	// dominates the fast subscriber's latency on a loaded box (p90 in the
+	// 100s of ms, over 1s in phase 2) and the server's anonymous memory
+	// (its backlog behind the disk; file-backed RSS stays at 17 MiB) swings
+	// by 30-170 MiB between runs, so the test would measure the disk. The
+	// durable path's own behaviour is durability/'s.
+	p := startClonesrv(t, "--pub-hwm", "1000", "--memory")
 	zctx := newContext(t, 0)
 	fast := startLatSub(t, zctx, p.port, "/lat/")
 	lat := startLoader(zctx, p.port, 500, stamped("/lat/", 10, 0))
@@ -192,8 +202,13 @@ func TestSlowSubscriber(t *testing.T) {
 	if blastBytes < 2*bound {
 		t.Fatalf("only %d MiB published during the stall; the memory check needs at least %d", blastBytes/mib, 2*bound/mib)
 	}
-	if peak2-peak1 > bound {
-		t.Errorf("server RSS grew by %d MiB while a subscriber stalled (bound %d MiB)", (peak2-peak1)/mib, bound/mib)
+	// Kept at --pub-hwm 1000, the two stalled subscribers cost ~8 MiB; on
+	// a loaded box the server's own backlog (collector, log) swings the
+	// RSS by 50-70 MiB between phases. A server keeping what the stalled
+	// subscribers missed grows by at least blastBytes (twice this bound).
+	growthBound := max(bound, blastBytes/2)
+	if peak2-peak1 > growthBound {
+		t.Errorf("server RSS grew by %d MiB while a subscriber stalled (bound %d MiB: half of the %d MiB it missed)", (peak2-peak1)/mib, growthBound/mib, blastBytes/mib)
 	}
 	checkLatency(t, "fast subscriber beside a stalled one", stalled, clean)
 	if st.Gaps < 1 || st.Joins < 2 {

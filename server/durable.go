@@ -18,7 +18,8 @@ type LogConfig struct {
 	// DataDir holds the raft log and the FSM snapshots; empty: in memory.
 	DataDir string
 	// SnapshotInterval, SnapshotThreshold and TrailingLogs tune raft's FSM
-	// snapshots (defaults 30s, 8192 entries, 10240 entries kept).
+	// snapshots (defaults 30s, 8192 entries, 10240 entries kept; in
+	// memory 250ms, 1024 and 128: see raftlog.Config).
 	SnapshotInterval  time.Duration
 	SnapshotThreshold uint64
 	TrailingLogs      uint64

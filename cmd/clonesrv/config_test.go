@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/clonekv/clonekv/config"
 	"github.com/clonekv/clonekv/server"
@@ -135,5 +138,37 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), `http = "127.0.0.1:9556"`) {
 		t.Errorf("example config not applied:\n%s", stdout.String())
+	}
+}
+
+// TestMemoryLogDefaults: with --memory the snapshot flags left at their
+// defaults give way to the log's memory defaults (a zero value), so an
+// in-memory server does not keep the disk's 18,432 entries in RAM; a value
+// set by flag or environment is kept.
+func TestMemoryLogDefaults(t *testing.T) {
+	settleArgs := func(args, env []string) server.LogConfig {
+		t.Helper()
+		fs := flag.NewFlagSet("clonesrv", flag.ContinueOnError)
+		var f flags
+		defineFlags(fs, &f)
+		eff, err := loader.Load(fs, args, env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := settle(eff, &f, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.srv.Log
+	}
+	if l := settleArgs([]string{"--memory"}, nil); l.DataDir != "" || l.SnapshotInterval != 0 || l.SnapshotThreshold != 0 || l.TrailingLogs != 0 {
+		t.Errorf("--memory: log config %+v, want the log's memory defaults (zero)", l)
+	}
+	l := settleArgs([]string{"--memory", "--trailing-logs", "500"}, []string{"CLONEKV_SNAPSHOT_THRESHOLD=300"})
+	if l.TrailingLogs != 500 || l.SnapshotThreshold != 300 || l.SnapshotInterval != 0 {
+		t.Errorf("--memory with set values: log config %+v, want trailing 500, threshold 300, interval default", l)
+	}
+	if l := settleArgs([]string{"--data-dir", t.TempDir()}, nil); l.SnapshotThreshold != 8192 || l.TrailingLogs != 10240 || l.SnapshotInterval != 30*time.Second {
+		t.Errorf("--data-dir: log config %+v, want the disk defaults", l)
 	}
 }

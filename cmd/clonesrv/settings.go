@@ -47,6 +47,18 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 	}
 	if f.memory {
 		c.Log.DataDir = ""
+		// The on-disk defaults would keep ~18,000 entries in RAM; left
+		// unset, the log picks its memory defaults (raftlog.Config).
+		def := func(key string) bool { o, ok := eff.Origins[key]; return !ok || o.Kind == "default" }
+		if def("snapshot-interval") {
+			c.Log.SnapshotInterval = 0
+		}
+		if def("snapshot-threshold") {
+			c.Log.SnapshotThreshold = 0
+		}
+		if def("trailing-logs") {
+			c.Log.TrailingLogs = 0
+		}
 	} else if c.Log.DataDir == "" {
 		bad("data-dir", "must not be empty (use --memory to keep nothing on disk)")
 	}
