@@ -78,10 +78,16 @@ func TestShutdownDeadlineWithHandlerBacklog(t *testing.T) {
 	srv := newServer(t, Config{Heartbeat: -1, Handlers: []Handler{{Name: "stuck", Handler: h}}})
 	runDone := runServer(t, srv)
 	push := newPeer(t, srv.Port()).push()
+	// Several committed batches, one after another: the first one holds
+	// the handler, the later ones queue behind it. (Updates sent together
+	// may travel as one raft entry, hence one batch.)
 	for i := range 200 {
 		set(t, push, fmt.Sprintf("/s/%d", i), "v")
+		if i%50 == 49 {
+			want := int64(i + 1)
+			waitFor(t, 10*time.Second, fmt.Sprintf("%d updates published", want), func() bool { return srv.Stats().UpdatesPublished.Load() == want })
+		}
 	}
-	waitFor(t, 10*time.Second, "200 updates published", func() bool { return srv.Stats().UpdatesPublished.Load() == 200 })
 	waitFor(t, 10*time.Second, "a backlog", func() bool { return srv.Handlers()[0].Queued > 0 })
 
 	const bound = 300 * time.Millisecond
