@@ -44,7 +44,12 @@ const (
 
 // ZMTP heartbeat defaults (Config.ZMTPHeartbeat, ZMTPHeartbeatTimeout).
 const (
-	DefaultZMTPHeartbeat        = 5 * time.Second
+	// Off by default: libzmq 4.3 aborts a connecting peer whose receive
+	// queue was full when a heartbeat timeout drops and reconnects it
+	// (zeromq/libzmq#3937, #4767; seen here as "Resource temporarily
+	// unavailable (src/session_base.cpp:260)" in a stalled test joiner).
+	// A slow client must not be crashed by the server's heartbeats.
+	DefaultZMTPHeartbeat        = 0
 	DefaultZMTPHeartbeatTimeout = 30 * time.Second
 )
 
@@ -108,7 +113,7 @@ type Config struct {
 	SnapshotDeadline  time.Duration
 
 	// ZMTPHeartbeat is the ZMTP heartbeat interval on all three sockets
-	// (default 5s; negative turns them off): a peer from which nothing
+	// (default off, see DefaultZMTPHeartbeat; zero or negative: off): a peer from which nothing
 	// arrives for ZMTPHeartbeatTimeout after a PING (default 30s) is
 	// disconnected, freeing its slot, its queues and its snapshot stream.
 	// The timeout is also the TTL the PINGs ask the peer to apply to us. A
