@@ -16,6 +16,23 @@ const PropTTL = "ttl"
 // randomised back-off; the Guide's clients ignore properties.
 const PropRefused = "refused"
 
+// Properties of the resume extension (README "Protocol additions"): a
+// server that can resume says resume=1 on its KTHXBAI and HUGZ; a client
+// that saw it asks with a third ICANHAZ? frame holding history= and since=;
+// the server's KTHXBAI then says resume=delta (only the updates after since
+// were sent: merge them) or resume=full with a reason (a whole snapshot was
+// sent: replace the map with it).
+const (
+	PropResume  = "resume"
+	PropSince   = "since"
+	PropReason  = "reason"
+	PropHistory = "history"
+
+	ResumeOffered = "1"
+	ResumeDelta   = "delta"
+	ResumeFull    = "full"
+)
+
 // ValidateProps checks raw properties: zero or more lines "name=value\n",
 // each ending in a newline, each name non-empty, and only printable UTF-8
 // text (tabs allowed) in names and values. One empty line at the end is
