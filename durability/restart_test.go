@@ -12,7 +12,7 @@ import (
 	"github.com/clonekv/clonekv/internal/testkit"
 )
 
-var historyProp = regexp.MustCompile(`^history=[0-9a-f]{32}\n$`)
+var historyProp = regexp.MustCompile(`^history=[0-9a-f]{32}\nresume=1\n$`)
 
 // load sets n keys under prefix (every tenth with a ttl of an hour) and a
 // sentinel after them, and waits until the sentinel is stored.
