@@ -420,3 +420,36 @@ func startDurable(t testing.TB, cfg Config) (*Server, *testkit.Running) {
 	}
 	return srv, testkit.Serve(t, srv, 15*time.Second)
 }
+
+// An update the store rejects (here: the key bound) takes no sequence, so
+// the window has no gap and the delta holds exactly the accepted updates.
+func TestResumeSkipsRejected(t *testing.T) {
+	srv := startServer(t, Config{MaxKeys: 5})
+	p := newPeer(t, srv.Port())
+	push, dealer := p.push(), p.dealer()
+	rec := &recorder{sub: p.sub("/m/"), pubs: map[int64][][]byte{}}
+	subscribed(t, push, rec.sub, "/m/ping")
+	since := srv.Stats().Sequence.Load()
+	for i := range 10 {
+		set(t, push, fmt.Sprintf("/m/%d", i), "v") // /m/4 and later: over the bound (with /m/ping)
+	}
+	set(t, push, "/m/0", "again")
+	waitFor(t, 5*time.Second, "the rejections", func() bool { return rejectCountAny(srv.Stats(), "max_keys") == 6 })
+	waitFor(t, 5*time.Second, "the accepted updates", func() bool { return srv.Stats().Sequence.Load() == since+5 })
+	got := resume(t, dealer, "/m/", srv.History(), since)
+	if got.prop(kvmsg.PropResume) != kvmsg.ResumeDelta || got.end.Seq != since+5 {
+		t.Fatalf("props %q seq %d", got.end.Props, got.end.Seq)
+	}
+	rec.until(t, since+5, 5*time.Second)
+	sameFrames(t, "delta around rejected updates", got.raw, rec.expect(t, "/m/", since, since+5))
+}
+
+func rejectCountAny(st *stats.Server, reason string) int64 {
+	var n int64
+	for _, r := range st.Rejects() {
+		if r.Reason == reason {
+			n += r.Count
+		}
+	}
+	return n
+}
