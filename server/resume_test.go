@@ -15,6 +15,7 @@ import (
 	"github.com/clonekv/clonekv/internal/testkit"
 	"github.com/clonekv/clonekv/kvmsg"
 	"github.com/clonekv/clonekv/stats"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // reply is what a DEALER received for one ICANHAZ?: the raw frames of each
@@ -297,22 +298,36 @@ func TestResumeWhileUpdating(t *testing.T) {
 	since := srv.Stats().Sequence.Load()
 	history := srv.History()
 
-	const updates = 4000
+	// The writer sends rounds of updates, each released by the loop below
+	// before it asks again, so every request meets updates in flight.
+	const rounds, perRound = 20, 200
+	const updates = rounds * perRound
 	writer := newPeer(t, srv.Port())
 	push := writer.push()
+	next := make(chan struct{}, rounds)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { // the writer's socket is used by this goroutine alone
 		defer wg.Done()
-		for i := range updates {
-			set(t, push, fmt.Sprintf("/w/%d", i%300), fmt.Sprint(i))
-			if i%100 == 99 {
-				time.Sleep(time.Millisecond)
+		for r := range rounds {
+			<-next
+			for i := range perRound {
+				m := kvmsg.Msg{Key: fmt.Appendf(nil, "/w/%d", (r*perRound+i)%300), Body: fmt.Append(nil, r*perRound+i)}
+				if err := transport.SendMessage(push, m.Frames(), 0); err != nil {
+					t.Error(err) // not Fatal: this is not the test's goroutine
+					return
+				}
 			}
 		}
 	}()
-	checked := 0
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+	checked, mid := 0, 0
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %d deltas the server is at %d, want %d", checked, srv.Stats().Sequence.Load(), since+updates)
+		}
+		if checked < rounds {
+			next <- struct{}{}
+		}
 		got := resume(t, dealer, "", history, since)
 		if got.prop(kvmsg.PropResume) != kvmsg.ResumeDelta {
 			t.Fatalf("props %q", got.end.Props)
@@ -328,15 +343,15 @@ func TestResumeWhileUpdating(t *testing.T) {
 		rec.until(t, got.end.Seq, 10*time.Second)
 		sameFrames(t, "delta while updating", got.raw, rec.expect(t, "", since, got.end.Seq))
 		checked++
+		if (got.end.Seq-since)%perRound != 0 {
+			mid++ // taken while a round was being applied
+		}
 		if got.end.Seq >= since+updates {
 			break
 		}
 	}
 	wg.Wait()
-	if checked < 3 {
-		t.Fatalf("only %d deltas checked while updating", checked)
-	}
-	t.Logf("%d deltas checked while %d updates went in", checked, updates)
+	t.Logf("%d deltas checked while %d updates went in, %d of them taken mid-round", checked, updates, mid)
 }
 
 // Resume off: nothing is offered, and a resume request gets a full
