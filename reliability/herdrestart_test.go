@@ -121,10 +121,6 @@ func TestHerdRestart(t *testing.T) {
 			t.Errorf("client %d not following 30s after the restart: joins %d (%d before), synced %v, seq %d of %d, %d of %d keys, %d timeouts, %d disconnects; last error %q",
 				i, st.Joins, joins0[i], st.Synced, st.Seq, seq, st.Keys, keys, st.Timeouts, st.Disconnects, st.LastError)
 		}
-		if os.Getenv("HERD_PAUSE") != "" { // attach a debugger to the stuck clients' threads
-			t.Logf("pid %d paused", os.Getpid())
-			time.Sleep(5 * time.Minute)
-		}
 		t.Fatalf("%d of %d clients not following again 30s after the restart", len(b), clients)
 	}
 	var timeouts, refused int64
