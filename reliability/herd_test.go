@@ -24,9 +24,12 @@ import (
 // (default 300) raw DEALERs ask at once for the whole of a HERD_KEYS-key map
 // (default 100,000) and read as fast as they can, with no join timeout of
 // their own. Every one must get every key and the KTHXBAI, none refused or
-// aborted; the test logs how long the herd took. Run it with
+// aborted; the test logs how long the herd took and the CPU it cost (with
+// HERD_SERVER=proc the server is a clonesrv process and the CPU is split
+// between it and the herd). Run it with
 //
 //	go test -tags soak -count=1 -run '^TestJoinHerd$' -v ./reliability/
+//	HERD_SERVER=proc go test -tags soak -count=1 -run '^TestJoinHerd$' -v ./reliability/
 func TestJoinHerd(t *testing.T) {
 	clients, keys := envInt(t, "HERD_CLIENTS", 300), envInt(t, "HERD_KEYS", 100000)
 	maxStreams := envInt(t, "HERD_MAX_STREAMS", server.DefaultMaxStreams)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -66,6 +67,7 @@ func TestHerdRestart(t *testing.T) {
 	// The first join is a herd of full snapshots (30 M KVSYNCs at full
 	// size): bounded generously, it is not what this test is about.
 	joinWithin := max(time.Duration(clients*keys/10000)*time.Second, 2*time.Minute) // 50 min at 300×100k
+	rejoins := &reasonCounter{n: map[string]int{}}
 	began := time.Now()
 	cs := make([]*client.Client, clients)
 	errs := make([]error, clients)
@@ -76,7 +78,7 @@ func TestHerdRestart(t *testing.T) {
 			defer cancel()
 			cs[i], errs[i] = client.Dial(ctx, client.Options{
 				Endpoints: []string{endpoint(port, 0)},
-				Logger:    slog.New(slog.DiscardHandler),
+				Logger:    slog.New(rejoins),
 			})
 		})
 	}
@@ -90,9 +92,13 @@ func TestHerdRestart(t *testing.T) {
 		}
 	}
 	joined := time.Since(began)
+	firstJoin := rejoins.take()
 	joins0 := make([]int64, clients)
+	var timeouts0 int64
 	for i, c := range cs {
-		joins0[i] = c.Stats().Joins
+		st := c.Stats()
+		joins0[i] = st.Joins
+		timeouts0 += st.Timeouts
 	}
 
 	p.signal(t, syscall.SIGTERM)
@@ -144,8 +150,8 @@ func TestHerdRestart(t *testing.T) {
 		timeouts += st.Timeouts
 		refused += st.Refused
 	}
-	t.Logf("herd restart: %d clients × %d keys joined in %v; after a restart all followed again in %v (%d join timeouts, %d refused requests in all)",
-		clients, keys, joined.Round(time.Millisecond), took.Round(time.Millisecond), timeouts, refused)
+	t.Logf("herd restart: %d clients × %d keys joined in %v (%d join timeouts; re-joins by reason %v); after a restart all followed again in %v (%d more join timeouts, %d refused requests; re-joins by reason %v)",
+		clients, keys, joined.Round(time.Millisecond), timeouts0, firstJoin, took.Round(time.Millisecond), timeouts-timeouts0, refused, rejoins.take())
 }
 
 func envInt(t *testing.T, name string, def int) int {
@@ -157,5 +163,45 @@ func envInt(t *testing.T, name string, def int) int {
 	if err != nil || n <= 0 {
 		t.Fatalf("%s=%q: want a positive number", name, v)
 	}
+	return n
+}
+
+// reasonCounter is a slog handler that counts the clients' "re-joining"
+// records by reason, with addresses and numbers cut off (the kind only).
+type reasonCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (h *reasonCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (h *reasonCounter) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *reasonCounter) WithGroup(string) slog.Handler            { return h }
+
+func (h *reasonCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "re-joining" {
+		return nil
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key != "reason" {
+			return true
+		}
+		why := a.Value.String()
+		if i := strings.IndexAny(why, "0123456789"); i > 0 {
+			why = strings.TrimSpace(why[:i])
+		}
+		h.mu.Lock()
+		h.n[why]++
+		h.mu.Unlock()
+		return false
+	})
+	return nil
+}
+
+// take returns the counts so far and starts again.
+func (h *reasonCounter) take() map[string]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := h.n
+	h.n = map[string]int{}
 	return n
 }
