@@ -7,12 +7,14 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
 
+	"github.com/clonekv/clonekv/bench"
 	"github.com/clonekv/clonekv/kvmsg"
 	"github.com/clonekv/clonekv/server"
 	"github.com/clonekv/clonekv/transport"
@@ -22,19 +24,49 @@ import (
 // (default 300) raw DEALERs ask at once for the whole of a HERD_KEYS-key map
 // (default 100,000) and read as fast as they can, with no join timeout of
 // their own. Every one must get every key and the KTHXBAI, none refused or
-// aborted; the test logs how long the herd took. Run it with
+// aborted; the test logs how long the herd took and the CPU it cost (with
+// HERD_SERVER=proc the server is a clonesrv process and the CPU is split
+// between it and the herd). Run it with
 //
 //	go test -tags soak -count=1 -run '^TestJoinHerd$' -v ./reliability/
+//	HERD_SERVER=proc go test -tags soak -count=1 -run '^TestJoinHerd$' -v ./reliability/
 func TestJoinHerd(t *testing.T) {
 	clients, keys := envInt(t, "HERD_CLIENTS", 300), envInt(t, "HERD_KEYS", 100000)
-	srv := startServer(t, server.Config{MaxStreams: envInt(t, "HERD_MAX_STREAMS", server.DefaultMaxStreams)})
+	maxStreams := envInt(t, "HERD_MAX_STREAMS", server.DefaultMaxStreams)
 	zctx := newContext(t, 4*clients)
 	if err := zctx.SetIoThreads(2); err != nil {
 		t.Fatal(err)
 	}
-	push := connect(t, zctx, zmq.PUSH, srv.Port(), 2, transport.Options{SndHWM: 100000})
-	defer push.Close()
-	fillMap(t, srv, push, keys, "v", int64(keys))
+	// HERD_SERVER=proc runs the server as a clonesrv process, so that its
+	// share of the CPU (against the herd's, in this process) can be told.
+	var port, srvPID int
+	var srvStats func() string
+	if os.Getenv("HERD_SERVER") == "proc" {
+		p := startClonesrv(t, "--memory", "--max-streams", strconv.Itoa(maxStreams))
+		port, srvPID = p.port, p.pid()
+		push := connect(t, zctx, zmq.PUSH, port, 2, transport.Options{SndHWM: 100000})
+		defer push.Close()
+		v := []byte(strings.Repeat("v", 100))
+		for i := range keys {
+			sendOrFail(t, push, setMsg(fmt.Sprintf("/big/%07d", i), v))
+		}
+		waitFor(t, 120*time.Second, "map filled", func() bool {
+			_, seq := snapshotMap(t, zctx, port, "", 60*time.Second)
+			return seq == int64(keys)
+		})
+		srvStats = func() string { return "" }
+	} else {
+		srv := startServer(t, server.Config{MaxStreams: maxStreams})
+		port = srv.Port()
+		push := connect(t, zctx, zmq.PUSH, port, 2, transport.Options{SndHWM: 100000})
+		defer push.Close()
+		fillMap(t, srv, push, keys, "v", int64(keys))
+		srvStats = func() string {
+			st := srv.Stats()
+			return fmt.Sprintf("; served %d, aborted %d, refused busy %d, too_many %d",
+				st.SnapshotsServed.Load(), st.SnapshotsAborted.Load(), st.SnapshotRefusals.Get("busy"), st.SnapshotRefusals.Get("too_many_requests"))
+		}
+	}
 
 	type result struct {
 		n          int
@@ -48,7 +80,7 @@ func TestJoinHerd(t *testing.T) {
 	ready.Add(clients)
 	for i := range clients {
 		wg.Go(func() {
-			d, err := transport.Connect(zctx, zmq.DEALER, endpoint(srv.Port(), 0), transport.Options{})
+			d, err := transport.Connect(zctx, zmq.DEALER, endpoint(port, 0), transport.Options{})
 			if err != nil {
 				ready.Done()
 				results[i].err = err
@@ -94,10 +126,22 @@ func TestJoinHerd(t *testing.T) {
 		})
 	}
 	ready.Wait()
+	self0, _ := bench.ReadProc(os.Getpid())
+	var srv0 bench.ProcSample
+	if srvPID > 0 {
+		srv0, _ = bench.ReadProc(srvPID)
+	}
 	began := time.Now()
 	close(start)
 	wg.Wait()
 	total := time.Since(began)
+	self1, _ := bench.ReadProc(os.Getpid())
+	cpu := fmt.Sprintf("; CPU of this process %v", (self1.RunNanos - self0.RunNanos).Round(time.Millisecond))
+	if srvPID > 0 {
+		srv1, _ := bench.ReadProc(srvPID)
+		s, c := srv1.RunNanos-srv0.RunNanos, self1.RunNanos-self0.RunNanos
+		cpu = fmt.Sprintf("; CPU: clonesrv %v, the herd %v (server %.0f%%)", s.Round(time.Millisecond), c.Round(time.Millisecond), 100*float64(s)/float64(s+c))
+	}
 
 	var took, first, gap []time.Duration
 	for i, r := range results {
@@ -114,23 +158,10 @@ func TestJoinHerd(t *testing.T) {
 	slices.Sort(took)
 	slices.Sort(first)
 	slices.Sort(gap)
-	st := srv.Stats()
 	if len(took) > 0 {
-		t.Logf("herd: %d clients × %d keys, %d streams at once, in %v (per client p50 %v, max %v; first message p50 %v, max %v; longest silence p50 %v, max %v); served %d, aborted %d, refused busy %d, too_many %d",
-			clients, keys, envInt(t, "HERD_MAX_STREAMS", server.DefaultMaxStreams), total.Round(time.Millisecond), took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond),
+		t.Logf("herd: %d clients × %d keys, %d streams at once, in %v (per client p50 %v, max %v; first message p50 %v, max %v; longest silence p50 %v, max %v)%s%s",
+			clients, keys, maxStreams, total.Round(time.Millisecond), took[len(took)/2].Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond),
 			first[len(first)/2].Round(time.Millisecond), first[len(first)-1].Round(time.Millisecond), gap[len(gap)/2].Round(time.Millisecond), gap[len(gap)-1].Round(time.Millisecond),
-			st.SnapshotsServed.Load(), st.SnapshotsAborted.Load(), st.SnapshotRefusals.Get("busy"), st.SnapshotRefusals.Get("too_many_requests"))
+			srvStats(), cpu)
 	}
-}
-
-func envInt(t *testing.T, name string, def int) int {
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 {
-		t.Fatalf("%s=%q: want a positive number", name, v)
-	}
-	return n
 }
