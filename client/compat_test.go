@@ -184,9 +184,10 @@ func TestHistoryID(t *testing.T) {
 		}
 	}
 	done := got[len(got)-1]
-	if len(got) != 3 {
-		t.Fatalf("same history: events %+v, want the delete of k0, the update of k1, resync-done", got)
+	if len(got) != 4 || got[0].Type != EventFull || got[0].Reason != whyRequested {
+		t.Fatalf("same history: events %+v, want full (requested), the delete of k0, the update of k1, resync-done", got)
 	}
+	got = got[1:]
 	for _, ev := range got[:2] {
 		if ev.Seq < done.Seq && ev.Type == EventDelete {
 			t.Fatalf("delete event at %d, below the re-join's %d: %+v", ev.Seq, done.Seq, ev)
@@ -345,8 +346,8 @@ func TestRejoinWithoutWatcherBuildsNoEvents(t *testing.T) {
 	if err := c.Resync(); err != nil {
 		t.Fatal(err)
 	}
-	if n := <-built; n != 2 {
-		t.Fatalf("a watched re-join built %d events, want the one change and resync-done", n)
+	if n := <-built; n != 3 {
+		t.Fatalf("a watched re-join built %d events, want full, the one change and resync-done", n)
 	}
 	nextEvent(t, events, EventResyncDone, 5*time.Second)
 }

@@ -64,7 +64,8 @@ func (o *owner) readSub() {
 			o.c.cnt.heartbeats.Add(1)
 			s.hugzSeen = true
 			unlock()
-			if o.heartbeat(m) {
+			o.noteAdvert(s.idx, m.Props)
+			if o.advertised() || o.heartbeat(m) {
 				return
 			}
 			continue
@@ -83,7 +84,7 @@ func (o *owner) readSub() {
 		o.noteEcho(m)
 
 		switch o.st {
-		case stConnecting, stSnapshot, stRetry:
+		case stConnecting, stAdvert, stSnapshot, stRetry:
 			if o.strict && rawGap {
 				o.missTop = max(o.missTop, m.Seq-1)
 			}
