@@ -146,7 +146,7 @@ func startFake(t testing.TB) *fakeServer {
 	port := 0
 	for try := 0; try < 50 && port == 0; try++ {
 		p := testkit.FreePorts(t)
-		router, err = transport.Bind(zctx, zmq.ROUTER, fmt.Sprintf("tcp://127.0.0.1:%d", p), transport.Options{})
+		router, err = transport.Bind(zctx, zmq.ROUTER, fmt.Sprintf("tcp://127.0.0.1:%d", p), transport.Options{SndHWM: 1 << 21}) // whole snapshots of 100,000 keys at once
 		if err != nil {
 			continue
 		}
