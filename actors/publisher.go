@@ -31,6 +31,8 @@ type publish struct {
 type PublisherConfig struct {
 	Writer *actor.PID // the PUB socket's adapter.Writer
 	Stats  *stats.Server
+	// Resume adds resume=1 to HUGZ: the server answers resume requests.
+	Resume bool
 }
 
 // Publisher encodes committed updates as KVPUB frames, and heartbeats as
@@ -64,7 +66,7 @@ func (p *Publisher) Receive(ctx actor.Context) {
 		p.cfg.Stats.UpdatesPublished.Add(int64(len(m.Updates)))
 	case *Heartbeat:
 		hugz := &transport.Flat{}
-		hugz.Add([]byte(kvmsg.KeyHeartbeat), make([]byte, kvmsg.SeqLen), nil, HeartbeatProps(p.history, p.seq), nil)
+		hugz.Add([]byte(kvmsg.KeyHeartbeat), make([]byte, kvmsg.SeqLen), nil, HeartbeatProps(p.history, p.seq, p.cfg.Resume), nil)
 		ctx.Send(p.cfg.Writer, &adapter.Outbound{Msgs: hugz})
 		p.cfg.Stats.HeartbeatsSent.Add(1)
 	}
@@ -93,9 +95,10 @@ func EncodeUpdates(ups []Update) *transport.Flat {
 }
 
 // HeartbeatProps are the properties of HUGZ: "history=<id>\nseq=<seq>\n"
-// (the sequence frame stays 0 for RFC 12 and Model Five clients). Nil
-// before the history is known.
-func HeartbeatProps(history string, seq int64) []byte {
+// (the sequence frame stays 0 for RFC 12 and Model Five clients), then
+// "resume=1\n" when the server answers resume requests. Nil before the
+// history is known.
+func HeartbeatProps(history string, seq int64, resume bool) []byte {
 	if history == "" {
 		return nil
 	}
@@ -104,5 +107,9 @@ func HeartbeatProps(history string, seq int64) []byte {
 	b = append(b, history...)
 	b = append(b, "\nseq="...)
 	b = strconv.AppendInt(b, seq, 10)
-	return append(b, '\n')
+	b = append(b, '\n')
+	if resume {
+		b = append(b, kvmsg.PropResume+"="+kvmsg.ResumeOffered+"\n"...)
+	}
+	return b
 }

@@ -71,6 +71,9 @@ type SnapshotConfig struct {
 	Deadline   time.Duration
 	StallAfter time.Duration
 	MaxStalled int
+	// Resume turns the resume extension on (resume.go): KTHXBAI says
+	// resume=1 and three-frame requests may get a delta.
+	Resume bool
 }
 
 // Snapshot answers ICANHAZ? requests. For each it asks the store for a View
@@ -118,6 +121,7 @@ type stream struct {
 	ending   bool // aborted: waiting for its chunks to come back
 	keys     int64
 	spare    []*chunk
+	resume   resumeAsk // the request's third frame, if any (resume.go)
 }
 
 // chunk is one batch of a stream's messages; its buffers are reused once the
@@ -192,7 +196,9 @@ func (a *Snapshot) Receive(ctx actor.Context) {
 			return
 		}
 		s.seq, s.history = m.Seq, m.History
-		s.cur = m.Map.Cursor(s.subtree)
+		if !a.startDelta(s, m) {
+			s.cur = m.Map.Cursor(s.subtree)
+		}
 		s.viewAt = time.Now()
 		a.fill(ctx, s)
 	case *adapter.Sent:
@@ -218,9 +224,9 @@ var errUnknownCommand = errors.New("unknown command")
 
 func (a *Snapshot) request(ctx actor.Context, req *adapter.Request) {
 	peerAttr := slog.String("peer", fmt.Sprintf("%x", req.Peer))
-	if req.Count != 2 {
+	if req.Count != 2 && req.Count != 3 {
 		a.cfg.Log.Reject(stats.SourceSnapshot, ReasonRequestFrames,
-			fmt.Errorf("snapshot request has %d frames, want 2 (%q, subtree)", req.Count, kvmsg.CmdSnapshot), peerAttr)
+			fmt.Errorf("snapshot request has %d frames, want 2 (%q, subtree) or 3 (resume props)", req.Count, kvmsg.CmdSnapshot), peerAttr)
 		return
 	}
 	if string(req.Frames[0]) != kvmsg.CmdSnapshot {
@@ -239,6 +245,9 @@ func (a *Snapshot) request(ctx actor.Context, req *adapter.Request) {
 	}
 	a.nextID++
 	s := &stream{id: a.nextID, peer: req.Peer, subtree: subtree}
+	if req.Count == 3 {
+		s.resume = a.parseResume(req.Frames[2], peerAttr)
+	}
 	peer := string(s.peer)
 	switch {
 	case a.streaming < a.cfg.MaxStreams && a.active[peer] == nil:
@@ -305,9 +314,10 @@ func (a *Snapshot) start(ctx actor.Context, s *stream) {
 
 // fill hands the router chunks until the stream has InFlight of them there.
 func (a *Snapshot) fill(ctx actor.Context, s *stream) {
-	for s.inflight < a.cfg.InFlight && !s.finished && !s.ending && s.cur != nil {
+	for s.inflight < a.cfg.InFlight && !s.finished && !s.ending && (s.cur != nil || s.resume.delta != nil) {
 		attained := s.keys
 		ch := a.produce(s)
+		a.countResume(s, ch)
 		s.inflight++
 		ctx.Send(a.cfg.Router, &adapter.Send{Peer: s.peer, Msgs: &ch.msgs, ReplyTo: ctx.Self(), Tag: ch, Attained: attained})
 	}
@@ -328,13 +338,14 @@ func (a *Snapshot) produce(s *stream) *chunk {
 		}}
 	}
 	ch.msgs.Reset()
+	if s.resume.delta != nil {
+		a.produceDelta(s, ch)
+		return ch
+	}
 	for ch.msgs.Len() < n && len(ch.msgs.Data) < a.cfg.ChunkBytes {
 		e, ok := s.cur.Next()
 		if !ok {
-			end := kvmsg.Msg{Key: []byte(kvmsg.KeySnapshotEnd), Seq: s.seq, Body: s.subtree}
-			if s.history != "" {
-				end.Props = []byte("history=" + s.history + "\n")
-			}
+			end := kvmsg.Msg{Key: []byte(kvmsg.KeySnapshotEnd), Seq: s.seq, Body: s.subtree, Props: a.endProps(s)}
 			ch.add(end.Key, end.Seq, nil, end.Props, end.Body)
 			ch.final, s.finished = true, true
 			break
@@ -379,6 +390,7 @@ func (a *Snapshot) sent(ctx actor.Context, ch *chunk, err error) {
 		a.cfg.Stats.SnapshotsServed.Add(1)
 		a.cfg.Stats.SnapshotKeys.Add(s.keys)
 		a.cfg.Stats.SnapshotNanos.Add(int64(d))
+		a.resumeDone(s)
 		a.cfg.Logger.Debug("snapshot sent", "peer", fmt.Sprintf("%x", s.peer), "subtree", string(s.subtree), "seq", s.seq, "keys", s.keys, "duration", d)
 		a.leave(s)
 		a.remove(ctx, s)
@@ -406,6 +418,7 @@ func (a *Snapshot) release(s *stream) {
 		s.cur.Close()
 		s.cur = nil
 	}
+	s.resume.delta = nil
 	s.viewAt = time.Time{}
 	s.spare = nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/clonekv/clonekv/kvmsg"
 	"github.com/clonekv/clonekv/raftlog"
 	"github.com/clonekv/clonekv/stats"
+	"github.com/clonekv/clonekv/window"
 )
 
 // ViewRequest asks the store for a consistent snapshot of the map. The store
@@ -20,11 +21,14 @@ type ViewRequest struct {
 
 // View is the map exactly as it was after update Seq. Taking it costs O(1)
 // (a copy-on-write clone); the reader walks it while the store goes on.
-// History is the history id (empty until the log has named it).
+// History is the history id (empty until the log has named it). Window is
+// the resume window up to Seq, taken with the map in the same step (nil:
+// resume is off).
 type View struct {
 	Seq     int64
 	Map     *kvmap.View
 	History string
+	Window  *window.View
 	Tag     any
 }
 
@@ -70,6 +74,8 @@ type StoreConfig struct {
 	// Proposals holds the credits of the entries this node proposed; the
 	// store passes each entry's on with its Committed batch.
 	Proposals *Proposals
+	// Window bounds the resume window in bytes (0: no window, resume off).
+	Window int64
 }
 
 // Store is the sequencer and the one writer of the key-value map: every
@@ -85,6 +91,7 @@ type Store struct {
 	seq     int64
 	history string
 	m       *kvmap.Map
+	w       *window.Window // nil: resume off
 }
 
 // NewStore returns the store actor with an empty map.
@@ -92,7 +99,11 @@ func NewStore(cfg StoreConfig) *Store {
 	if cfg.Proposals == nil {
 		cfg.Proposals = &Proposals{}
 	}
-	return &Store{cfg: cfg, m: kvmap.New()}
+	s := &Store{cfg: cfg, m: kvmap.New()}
+	if cfg.Window > 0 {
+		s.w = window.New(cfg.Window, 0)
+	}
+	return s
 }
 
 // Receive handles *raftlog.Batch, *ViewRequest, *StateRequest and
@@ -104,11 +115,12 @@ func (s *Store) Receive(ctx actor.Context) {
 			s.applyEntry(ctx, &m.Entries[i])
 		}
 	case *ViewRequest:
-		ctx.Send(m.ReplyTo, &View{Seq: s.seq, Map: s.m.View(), History: s.history, Tag: m.Tag})
+		ctx.Send(m.ReplyTo, &View{Seq: s.seq, Map: s.m.View(), History: s.history, Window: s.windowView(), Tag: m.Tag})
 	case *StateRequest:
-		m.Reply <- raftlog.State{Seq: s.seq, History: s.history, Map: s.m.View()}
+		m.Reply <- raftlog.State{Seq: s.seq, History: s.history, Map: s.m.View(), Window: s.windowView()}
 	case *RestoreRequest:
 		s.m, s.seq, s.history = m.State.Map, m.State.Seq, m.State.History
+		s.restoreWindow(m.State.Window)
 		s.cfg.Stats.Sequence.Store(s.seq)
 		s.cfg.Stats.Keys.Store(int64(s.m.Len()))
 		c := &Committed{Seq: s.seq, History: s.history, Replayed: true, Restored: s.m.View()}
@@ -180,6 +192,7 @@ func (s *Store) applyOps(ops []raftlog.Op) []Update {
 		}
 	}
 	s.cfg.Stats.Expirations.Add(int64(expired))
+	s.appendWindow(ups)
 	return ups
 }
 
@@ -195,4 +208,61 @@ func (s *Store) commit(ctx actor.Context, c *Committed, done func()) {
 	for _, h := range s.cfg.Handlers {
 		ctx.Send(h, c)
 	}
+}
+
+// windowView is the resume window now (nil: off).
+func (s *Store) windowView() *window.View {
+	if s.w == nil {
+		return nil
+	}
+	return s.w.View()
+}
+
+// appendWindow adds the updates just numbered to the resume window,
+// exactly as they are published.
+func (s *Store) appendWindow(ups []Update) {
+	if s.w == nil || len(ups) == 0 {
+		return
+	}
+	now := time.Now()
+	for i := range ups {
+		if err := s.w.Append(ups[i].Msg, now); err != nil {
+			// Cannot happen (the store numbers without gaps); should it,
+			// the window restarts here rather than hold a gap.
+			s.w = window.New(s.cfg.Window, s.seq)
+			break
+		}
+	}
+	s.windowStats()
+}
+
+// restoreWindow adopts a restored snapshot's window, or starts an empty one
+// at the restored sequence when it has none (a snapshot from before the
+// window, or from a node with resume off).
+func (s *Store) restoreWindow(w *window.Window) {
+	switch {
+	case s.cfg.Window <= 0:
+		s.w = nil
+	case w == nil || w.Seq() != s.seq:
+		s.w = window.New(s.cfg.Window, s.seq)
+	default:
+		w.SetLimit(s.cfg.Window)
+		s.w = w
+	}
+	s.windowStats()
+}
+
+func (s *Store) windowStats() {
+	if s.w == nil {
+		return
+	}
+	st := s.cfg.Stats
+	st.ResumeWindowSequences.Store(s.w.Seq() - s.w.Base())
+	st.ResumeWindowBytes.Store(s.w.Bytes())
+	st.ResumeWindowBase.Store(s.w.Base())
+	var oldest int64
+	if t := s.w.Oldest(); !t.IsZero() {
+		oldest = t.UnixNano()
+	}
+	st.ResumeWindowOldestNanos.Store(oldest)
 }

@@ -9,6 +9,9 @@
 package metrics
 
 import (
+	"strings"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/clonekv/clonekv/actors"
@@ -41,6 +44,8 @@ type statsCollector struct {
 	connClosed                                                 *prometheus.Desc
 	// The raft log (README "Durability").
 	raftCommit, raftApplied, raftSnapIndex, raftSnapTime, raftLogEntries, raftDisk, notStored, logFailed *prometheus.Desc
+	// The resume extension (README "Protocol additions").
+	resumes, resumeMsgs, resumeBytes, windowSeqs, windowSecs, windowBytes *prometheus.Desc
 }
 
 func newStatsCollector(src Source) *statsCollector {
@@ -86,6 +91,12 @@ func newStatsCollector(src Source) *statsCollector {
 		raftDisk:         d("data_dir_bytes", "Disk space used by the data directory (0 with --memory)."),
 		notStored:        d("updates_not_stored_total", "Updates dropped because the log could not store them."),
 		logFailed:        d("log_failed", "1 once the log failed to store an update: the server no longer accepts updates."),
+		resumes:          d("resumes_total", "Resume requests answered (KTHXBAI delivered), by result (delta: only the missed updates; full: a whole snapshot) and, for full, reason (history, compacted, ahead, bad_request, disabled).", "result", "reason"),
+		resumeMsgs:       d("resume_messages_total", "KVSYNC messages sent in reply to resume requests, by result.", "result"),
+		resumeBytes:      d("resume_bytes_total", "Bytes of the frames sent in reply to resume requests (KTHXBAI included), by result.", "result"),
+		windowSeqs:       d("resume_window_sequences", "Updates held in the resume window: its span in sequences (a client that missed fewer resumes)."),
+		windowSecs:       d("resume_window_seconds", "Age of the oldest update in the resume window (0: empty)."),
+		windowBytes:      d("resume_window_bytes", "Bytes the resume window's updates take (frames plus a 32-byte index entry each); bounded by --resume-window."),
 	}
 }
 
@@ -97,6 +108,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.hQueued, c.hLag, c.hHandled, c.hDropped, c.hPanics, c.hBusy,
 		c.streamsStalled, c.snapshotsWaiting, c.pinnedViewAge, c.snapshotAborts, c.snapshotRefusals, c.connClosed,
 		c.raftCommit, c.raftApplied, c.raftSnapIndex, c.raftSnapTime, c.raftLogEntries, c.raftDisk, c.notStored, c.logFailed,
+		c.resumes, c.resumeMsgs, c.resumeBytes, c.windowSeqs, c.windowSecs, c.windowBytes,
 	} {
 		ch <- d
 	}
@@ -147,6 +159,23 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		failed = 1
 	}
 	gauge(c.logFailed, failed)
+	for _, r := range st.Resumes.All() {
+		result, reason, _ := strings.Cut(r.Reason, ":")
+		counter(c.resumes, r.Count, result, reason)
+	}
+	for _, r := range st.ResumeMessages.All() {
+		counter(c.resumeMsgs, r.Count, r.Reason)
+	}
+	for _, r := range st.ResumeBytes.All() {
+		counter(c.resumeBytes, r.Count, r.Reason)
+	}
+	gauge(c.windowSeqs, st.ResumeWindowSequences.Load())
+	var age float64
+	if oldest := st.ResumeWindowOldestNanos.Load(); oldest != 0 {
+		age = max(time.Since(time.Unix(0, oldest)).Seconds(), 0)
+	}
+	ch <- prometheus.MustNewConstMetric(c.windowSecs, prometheus.GaugeValue, age)
+	gauge(c.windowBytes, st.ResumeWindowBytes.Load())
 	for _, p := range c.src.Peers() {
 		gauge(c.connections, p.Connected, p.Socket)
 		counter(c.connAccepted, p.Accepted, p.Socket)

@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/clonekv/clonekv/kvmap"
+	"github.com/clonekv/clonekv/window"
 )
 
 // Store is what the FSM feeds: the server's store actor, the one place
@@ -44,6 +45,9 @@ type State struct {
 	Seq     int64
 	History string
 	Map     *kvmap.View
+	// Window is the resume window up to Seq (nil: resume is off); the
+	// snapshot keeps it, so that a restarted node still resumes.
+	Window *window.View
 }
 
 // Restored is a state read back from a snapshot.
@@ -51,6 +55,9 @@ type Restored struct {
 	Seq     int64
 	History string
 	Map     *kvmap.Map
+	// Window is the snapshot's resume window, unbounded (nil: the
+	// snapshot has none, as those written before it existed).
+	Window *window.Window
 }
 
 // fsm is the raft.BatchingFSM. It decodes entries and hands them on; it

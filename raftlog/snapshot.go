@@ -12,6 +12,7 @@ import (
 
 	"github.com/clonekv/clonekv/kvmap"
 	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/window"
 )
 
 // The FSM snapshot format: a magic line, the sequence, the history id and
@@ -24,7 +25,15 @@ import (
 //	"clonekv-fsm-1\n"
 //
 // bytes(x) is uvarint(len(x)) followed by x.
-const snapshotMagic = "clonekv-fsm-1\n"
+//
+// Version 2 ("clonekv-fsm-2\n" as magic and trailer) adds the resume
+// window after the keys, in window.View.WriteTo's encoding; it is written
+// when the state has a window (resume on), version 1 otherwise. Both are
+// read.
+const (
+	snapshotMagic   = "clonekv-fsm-1\n"
+	snapshotMagicV2 = "clonekv-fsm-2\n"
+)
 
 // snapshot is a raft.FSMSnapshot holding the store's copy-on-write view.
 type snapshot struct {
@@ -45,7 +54,7 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 // Release drops the view.
-func (s *snapshot) Release() { s.state.Map = nil }
+func (s *snapshot) Release() { s.state.Map, s.state.Window = nil, nil }
 
 // discarded is the FSM snapshot of the in-memory log: raft takes it only to
 // compact its log, its store throws it away, and nothing ever restores it.
@@ -56,8 +65,12 @@ func (discarded) Release()                             {}
 
 func writeSnapshot(w io.Writer, st State) error {
 	bw := bufio.NewWriterSize(w, 1<<20)
+	magic := snapshotMagic
+	if st.Window != nil {
+		magic = snapshotMagicV2
+	}
 	var buf []byte
-	buf = append(buf, snapshotMagic...)
+	buf = append(buf, magic...)
 	buf = binary.AppendUvarint(buf, uint64(st.Seq))
 	buf = appendBytes(buf, []byte(st.History))
 	buf = binary.AppendUvarint(buf, uint64(st.Map.Len()))
@@ -79,7 +92,12 @@ func writeSnapshot(w io.Writer, st State) error {
 	if err != nil {
 		return err
 	}
-	if _, err := bw.WriteString(snapshotMagic); err != nil {
+	if st.Window != nil {
+		if _, err := st.Window.WriteTo(bw); err != nil {
+			return err
+		}
+	}
+	if _, err := bw.WriteString(magic); err != nil {
 		return err
 	}
 	return bw.Flush()
@@ -102,7 +120,8 @@ func readSnapshot(r io.Reader) (Restored, error) {
 		}
 		return Restored{}, fmt.Errorf("%w: %s: %v", errSnapshot, what, err)
 	}
-	if err := readMagic(br); err != nil {
+	magic, err := readMagic(br)
+	if err != nil {
 		return fail("header", err)
 	}
 	seq, err := binary.ReadUvarint(br)
@@ -146,21 +165,34 @@ func readSnapshot(r io.Reader) (Restored, error) {
 		}
 		out.Map.Load(m, ex) // the snapshot is in key order
 	}
-	if err := readMagic(br); err != nil {
+	if magic == snapshotMagicV2 {
+		if out.Window, err = window.Read(br); err != nil {
+			return fail("resume window", err)
+		}
+		if out.Window.Seq() != out.Seq {
+			return fail("resume window", fmt.Errorf("window ends at %d, the snapshot at %d", out.Window.Seq(), out.Seq))
+		}
+	}
+	trailer, err := readMagic(br)
+	if err != nil {
 		return fail("trailer", err)
+	}
+	if trailer != magic {
+		return fail("trailer", fmt.Errorf("trailer %q after header %q", trailer, magic))
 	}
 	return out, nil
 }
 
-func readMagic(br *bufio.Reader) error {
+// readMagic reads a version 1 or 2 magic line and returns it.
+func readMagic(br *bufio.Reader) (string, error) {
 	var m [len(snapshotMagic)]byte
 	if _, err := io.ReadFull(br, m[:]); err != nil {
-		return err
+		return "", err
 	}
-	if string(m[:]) != snapshotMagic {
-		return fmt.Errorf("magic %q, want %q", m[:], snapshotMagic)
+	if string(m[:]) != snapshotMagic && string(m[:]) != snapshotMagicV2 {
+		return "", fmt.Errorf("magic %q, want %q or %q", m[:], snapshotMagic, snapshotMagicV2)
 	}
-	return nil
+	return string(m[:]), nil
 }
 
 // readField appends one length-prefixed field (at most 1 GiB) to dst.

@@ -42,6 +42,11 @@ const (
 	DefaultSnapshotDeadline  = 10 * time.Second
 )
 
+// DefaultResumeWindow is the resume window's byte bound
+// (Config.ResumeWindow): 64 MiB holds about 400,000 updates of 100-byte
+// values (README "Protocol additions", resume).
+const DefaultResumeWindow = 64 << 20
+
 // ZMTP heartbeat defaults (Config.ZMTPHeartbeat, ZMTPHeartbeatTimeout).
 const (
 	// Off by default: libzmq 4.3 aborts a connecting peer whose receive
@@ -111,6 +116,12 @@ type Config struct {
 	MaxWaiting        int
 	MaxWaitingPerPeer int
 	SnapshotDeadline  time.Duration
+
+	// ResumeWindow bounds, in bytes, the window of recent updates kept to
+	// answer resume requests (default DefaultResumeWindow; negative: no
+	// window, resume off: KTHXBAI and HUGZ do not offer it and resume
+	// requests get a full snapshot, reason=disabled).
+	ResumeWindow int64
 
 	// ZMTPHeartbeat is the ZMTP heartbeat interval on all three sockets
 	// (default off, see DefaultZMTPHeartbeat; zero or negative: off): a peer from which nothing
@@ -222,6 +233,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.SnapshotDeadline <= 0 {
 		out.SnapshotDeadline = DefaultSnapshotDeadline
+	}
+	if out.ResumeWindow == 0 {
+		out.ResumeWindow = DefaultResumeWindow
 	}
 	if out.ZMTPHeartbeat == 0 {
 		out.ZMTPHeartbeat = DefaultZMTPHeartbeat

@@ -354,7 +354,7 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	p.writer = spawn("pub-writer", adapter.NewWriter(adapter.WriterConfig{Socket: s.pub, Logger: s.log}).Props())
 	p.ownsPub = p.writer != nil
 	p.publisher = spawn("publisher", actor.PropsFromProducer(func() actor.Actor {
-		return actors.NewPublisher(actors.PublisherConfig{Writer: p.writer, Stats: s.stats})
+		return actors.NewPublisher(actors.PublisherConfig{Writer: p.writer, Stats: s.stats, Resume: s.cfg.ResumeWindow > 0})
 	}, resume))
 	proposals := &actors.Proposals{}
 	p.proposer = spawn("proposer", actor.PropsFromProducer(func() actor.Actor {
@@ -370,7 +370,7 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	// built-in follower is one line here.
 	followers := append([]*actor.PID{p.reaper}, p.handlers...)
 	store := actors.NewStore(actors.StoreConfig{Publisher: p.publisher, Handlers: followers, Stats: s.stats, Proposals: proposals,
-		Capacity: &actors.Capacity{MaxKeys: s.cfg.MaxKeys, MaxBytes: s.cfg.MaxBytes, Log: rejects}})
+		Capacity: &actors.Capacity{MaxKeys: s.cfg.MaxKeys, MaxBytes: s.cfg.MaxBytes, Log: rejects}, Window: max(s.cfg.ResumeWindow, 0)})
 	p.store = spawn(storeName, actor.PropsFromProducer(func() actor.Actor { return store }, resume))
 	if firstErr == nil && !p.store.Equal(storePID) {
 		firstErr = fmt.Errorf("store spawned as %v, want %v", p.store, storePID)
@@ -388,7 +388,7 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	snapshot := actors.NewSnapshot(actors.SnapshotConfig{
 		Store: storePID, Stats: s.stats, Log: rejects, Logger: s.log, MaxSubtree: s.cfg.Limits.MaxKey,
 		Router: sys.NewLocalPID("router"), MaxStreams: s.cfg.MaxStreams, MaxWaiting: s.cfg.MaxWaiting,
-		MaxWaitingPerPeer: s.cfg.MaxWaitingPerPeer, Deadline: s.cfg.SnapshotDeadline,
+		MaxWaitingPerPeer: s.cfg.MaxWaitingPerPeer, Deadline: s.cfg.SnapshotDeadline, Resume: s.cfg.ResumeWindow > 0,
 	})
 	p.snapshot = spawn("snapshot", actor.PropsFromProducer(func() actor.Actor { return snapshot }, resume))
 	if firstErr == nil {

@@ -51,6 +51,15 @@ type Server struct {
 	RaftDiskBytes         atomic.Int64 // bytes of the data directory (0 in memory)
 	NotStored             atomic.Int64 // updates dropped because the log could not store them
 	LogFailed             atomic.Bool  // the log failed: updates are no longer accepted
+	// The resume extension (issue 14): the window of recent updates the
+	// store keeps, and the resume requests answered.
+	ResumeWindowSequences   atomic.Int64 // updates in the window (its span in sequences)
+	ResumeWindowBytes       atomic.Int64 // bytes the window's updates take (frames + index)
+	ResumeWindowBase        atomic.Int64 // the window holds every update after this sequence
+	ResumeWindowOldestNanos atomic.Int64 // commit time of the oldest update in it, unix ns (0: empty)
+	Resumes                 Counts       // resume replies delivered, by "delta" or "full:<reason>"
+	ResumeMessages          Counts       // KVSYNCs in those replies, by "delta" or "full"
+	ResumeBytes             Counts       // bytes of those replies' frames (KTHXBAI included), by "delta" or "full"
 
 	mu      sync.Mutex
 	rejects map[rejectKey]*atomic.Int64

@@ -93,6 +93,9 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 	if c.SnapshotDeadline <= 0 {
 		bad("snapshot-deadline", "must be positive")
 	}
+	if c.ResumeWindow < 0 {
+		bad("resume-window", "must not be negative (0 turns resume off)")
+	}
 	if c.ZMTPHeartbeat < 0 {
 		bad("zmtp-heartbeat", "must not be negative (0 turns ZMTP heartbeats off)")
 	}
@@ -141,6 +144,9 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 	}
 	if c.ZMTPHeartbeat == 0 {
 		c.ZMTPHeartbeat = -1
+	}
+	if c.ResumeWindow == 0 {
+		c.ResumeWindow = -1
 	}
 	c.Logger = log
 	if f.http != "" && !loopback(f.http) {
