@@ -351,3 +351,50 @@ func TestRejoinWithoutWatcherBuildsNoEvents(t *testing.T) {
 	}
 	nextEvent(t, events, EventResyncDone, 5*time.Second)
 }
+
+// TestGuideServersNeverResumed (issue 14 behaviour 4, client side): a
+// clonekv client never sends a resume request to the Guide's servers,
+// which never advertise it: after a server restart on the same port its
+// re-join is the plain ICANHAZ? (a whole snapshot, reason not_offered).
+func TestGuideServersNeverResumed(t *testing.T) {
+	t.Parallel()
+	for _, model := range []guideserver.Model{guideserver.ModelFive, guideserver.ModelSix} {
+		t.Run(model.String(), func(t *testing.T) {
+			t.Parallel()
+			srv, err := guideserver.Start(guideserver.Config{Model: model, Tick: 100 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { srv.Close() })
+			coll := CollectorPull
+			if model == guideserver.ModelSix {
+				coll = CollectorSub
+			}
+			c := dial(t, Options{Endpoints: []string{srv.Endpoint()}, Collector: coll, HeartbeatTimeout: time.Second})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := c.SetWait(ctx, "/g/a", []byte("1"), 0); err != nil {
+				t.Fatalf("SetWait: %v", err)
+			}
+			port := srv.Port()
+			srv.Close()
+			var again *guideserver.Server
+			waitFor(t, 10*time.Second, "the Guide server restarted on its port", func() bool {
+				again, err = guideserver.Start(guideserver.Config{Model: model, Port: port, Tick: 100 * time.Millisecond})
+				return err == nil
+			})
+			t.Cleanup(func() { again.Close() })
+			waitFor(t, 15*time.Second, "the re-join", func() bool { st := c.Stats(); return st.Joins >= 2 && st.Synced })
+			if _, err := c.SetWait(ctx, "/g/b", []byte("2"), 0); err != nil {
+				t.Fatalf("SetWait after the restart: %v", err)
+			}
+			st := c.Stats()
+			if n := srv.Stats().LongRequests + again.Stats().LongRequests; n != 0 {
+				t.Fatalf("the Guide server got %d resume requests", n)
+			}
+			if st.Resumes != 0 || st.FullReasons[whyNotOffered] < 1 || again.Stats().Snapshots < 1 {
+				t.Fatalf("want plain re-joins (not_offered): %+v", st)
+			}
+		})
+	}
+}
