@@ -286,7 +286,7 @@ func (f *fakeServer) state() (map[string]string, int64) {
 func (f *fakeServer) waitSame(t testing.TB, c *Client) {
 	t.Helper()
 	want, seq := f.state()
-	waitFor(t, 5*time.Second, fmt.Sprintf("client synced at %d", seq), func() bool {
+	waitFor(t, 20*time.Second, fmt.Sprintf("client synced at %d", seq), func() bool {
 		st := c.Stats()
 		return st.Synced && st.Seq == seq
 	})

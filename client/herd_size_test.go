@@ -4,6 +4,6 @@ package client
 
 // TestResumeHerd's size in make test (see herd_soak_test.go).
 const (
-	herdClients = 40
-	herdKeys    = 20_000
+	herdClients = 20
+	herdKeys    = 10_000
 )

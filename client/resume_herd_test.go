@@ -34,7 +34,7 @@ func TestResumeHerd(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			clients[i] = dial(t, Options{Endpoints: []string{srv.endpoint()}, HeartbeatTimeout: 2 * time.Second, JoinTimeout: 10 * time.Second})
+			clients[i] = dialWithin(t, Options{Endpoints: []string{srv.endpoint()}, HeartbeatTimeout: 2 * time.Second, JoinTimeout: 20 * time.Second}, 120*time.Second)
 		}()
 	}
 	wg.Wait()

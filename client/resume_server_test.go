@@ -22,7 +22,7 @@ type recorder struct {
 
 func newRecorder(t testing.TB, endpoint string) *recorder {
 	t.Helper()
-	c := dial(t, Options{Endpoints: []string{endpoint}, HeartbeatTimeout: 5 * time.Second, JoinTimeout: 10 * time.Second, EventBuffer: 1 << 17})
+	c := dialWithin(t, Options{Endpoints: []string{endpoint}, HeartbeatTimeout: 5 * time.Second, JoinTimeout: 20 * time.Second, EventBuffer: 1 << 17}, 60*time.Second)
 	return &recorder{c: c, events: c.Watch(t.Context())}
 }
 
@@ -91,14 +91,14 @@ func TestResumeAfterOutageServer(t *testing.T) {
 	fillServer(t, srv, push, keys)
 	ref := newRecorder(t, srv.endpoint())
 	px := startProxy(t, srv.Port())
-	c := dial(t, Options{Endpoints: []string{px.endpoint()}, HeartbeatTimeout: 2 * time.Second, JoinTimeout: 10 * time.Second, EventBuffer: 4096})
+	c := dialWithin(t, Options{Endpoints: []string{px.endpoint()}, HeartbeatTimeout: 2 * time.Second, JoinTimeout: 20 * time.Second, EventBuffer: 4096}, 60*time.Second)
 	events := c.Watch(t.Context())
-	assertMatches(t, c, srv.Port(), "")
+	assertMatchesWithin(t, c, srv.Port(), "", 60*time.Second)
 	from := c.Seq()
 
 	px.cut()
 	cutAt := time.Now()
-	waitFor(t, 5*time.Second, "the client to notice the outage", func() bool { return !c.Synced() })
+	waitFor(t, 15*time.Second, "the client to notice the outage", func() bool { return !c.Synced() })
 	writeMissed(t, push, updates, keys)
 	to := from + updates
 	waitFor(t, 20*time.Second, "the updates sequenced", func() bool { return srv.Stats().Sequence.Load() >= to })
@@ -106,8 +106,8 @@ func TestResumeAfterOutageServer(t *testing.T) {
 	time.Sleep(time.Until(cutAt.Add(2 * time.Second))) // the outage lasts 2s
 	px.restore()
 
-	checkDelta(t, rejoinEvents(t, events, 20*time.Second), want)
-	assertMatches(t, c, srv.Port(), "")
+	checkDelta(t, rejoinEvents(t, events, 30*time.Second), want)
+	assertMatchesWithin(t, c, srv.Port(), "", 60*time.Second)
 	st := c.Stats()
 	if st.LastJoin.Kind != joinDelta || st.LastJoin.Messages != updates+1 || st.Resumes != 1 || st.FullResyncs != 0 {
 		t.Fatalf("want one resume of %d messages: %+v", updates+1, st)
@@ -138,7 +138,7 @@ func TestResumeAcrossDurableRestart(t *testing.T) {
 	assertMatches(t, c, port, "")
 
 	px.cut()
-	waitFor(t, 5*time.Second, "the client to notice the outage", func() bool { return !c.Synced() })
+	waitFor(t, 15*time.Second, "the client to notice the outage", func() bool { return !c.Synced() })
 	writeMissed(t, push, 200, 500)
 	waitSeq(t, port, 700)
 	want, _ := snapshotOf(t, port, "")
