@@ -174,7 +174,7 @@ func TestResumeFull(t *testing.T) {
 			f := startFake(t)
 			fill(f, histA, 50)
 			px := startProxy(t, f.port)
-			c := dial(t, Options{Endpoints: []string{px.endpoint()}, HeartbeatTimeout: 2 * time.Second})
+			c := dial(t, Options{Endpoints: []string{px.endpoint()}, HeartbeatTimeout: 2 * time.Second, JoinTimeout: 5 * time.Second})
 			events := c.Watch(t.Context())
 			f.waitSame(t, c)
 			before := c.Snapshot().Map()
