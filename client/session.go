@@ -138,8 +138,24 @@ func (s *session) closeDealer() {
 
 // close closes every socket (LINGER 0, except the PUSH, which lingers
 // Options.Linger to hand over queued updates).
+//
+// The SUB's monitor is stopped first, while its PAIR is still open. libzmq
+// (4.3) sends monitor events from the context's I/O thread with a blocking
+// send, and closing the SUB does not stop its connecter or session at once:
+// they end later, on the reaper's word. An event they raise meanwhile (a
+// connect retried every ReconnectIVL while the server is down) that finds
+// the PAIR closed blocks the I/O thread forever, and with it every socket
+// of the client's context: it never connects again ("no connection within
+// 3s" for good; seen for a few clients of a 300-client herd across a server
+// restart; zeromq/libzmq#3575). Stopping the monitor closes libzmq's end
+// of the pipe under its monitor lock, so no event can be sent after it.
 func (s *session) close() error {
 	var errs []error
+	if s.sub != nil {
+		if err := s.sub.Monitor("", 0); err != nil {
+			errs = append(errs, fmt.Errorf("stop the subscriber's monitor: %w", err))
+		}
+	}
 	for _, p := range []**zmq.Socket{&s.dealer, &s.sub, &s.mon, &s.push} {
 		if *p != nil {
 			if err := (*p).Close(); err != nil {

@@ -4,9 +4,7 @@ package reliability
 
 import (
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -121,16 +119,4 @@ func TestJoinHerd(t *testing.T) {
 			first[len(first)/2].Round(time.Millisecond), first[len(first)-1].Round(time.Millisecond), gap[len(gap)/2].Round(time.Millisecond), gap[len(gap)-1].Round(time.Millisecond),
 			st.SnapshotsServed.Load(), st.SnapshotsAborted.Load(), st.SnapshotRefusals.Get("busy"), st.SnapshotRefusals.Get("too_many_requests"))
 	}
-}
-
-func envInt(t *testing.T, name string, def int) int {
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 {
-		t.Fatalf("%s=%q: want a positive number", name, v)
-	}
-	return n
 }
