@@ -72,6 +72,7 @@ func (o *owner) requestSnapshot() {
 		o.fail(fmt.Sprintf("send %s to %s: %v", kvmsg.CmdSnapshot, s.ep.name, err), true)
 		return
 	}
+	o.askedAt = time.Now()
 	o.log.Debug("snapshot requested", "server", s.ep.name, "resume", o.rq.resume, "since", o.rq.since, "why_not", o.rq.why)
 	o.st = stSnapshot
 	o.deadline = time.Now().Add(o.o.JoinTimeout)
@@ -332,7 +333,8 @@ func (o *owner) finishJoin(end kvmsg.Msg) {
 	case !first || o.o.Since > 0:
 		kind = joinFull
 	}
-	o.c.noteJoin(JoinStats{Kind: kind, Reason: reason, Since: o.rq.since, Seq: last, Messages: int64(o.joinMsgs), Bytes: o.joinLen, Took: took})
+	o.c.noteJoin(JoinStats{Kind: kind, Reason: reason, Since: o.rq.since, Seq: last, Messages: int64(o.joinMsgs), Bytes: o.joinLen,
+		Took: time.Since(o.askedAt), Connect: o.askedAt.Sub(o.joinFrom)})
 	if watch && !delta {
 		switch {
 		case reset:

@@ -62,8 +62,9 @@ type owner struct {
 	pending  []kvmsg.Msg // updates received while the snapshot streams
 	missTop  int64       // highest sequence known lost on the SUB during the join
 	joinFrom time.Time
-	joinMsgs int    // snapshot messages received in this join
-	joinHist string // the history property of the snapshot's KTHXBAI
+	askedAt  time.Time // when the request in flight was sent
+	joinMsgs int       // snapshot messages received in this join
+	joinHist string    // the history property of the snapshot's KTHXBAI
 	bad      badInput
 	rq       resumeReq // the request in flight: plain or resume
 	reply    []kvmsg.Msg

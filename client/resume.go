@@ -188,7 +188,8 @@ type JoinStats struct {
 	Seq      int64         // the sequence joined at (buffered updates included)
 	Messages int64         // messages of the reply, KTHXBAI included
 	Bytes    int64         // bytes of the reply (every frame)
-	Took     time.Duration // from the start of the join (connecting included) to the swap
+	Took     time.Duration // from the request that was answered to the swap: the reply's transfer and application
+	Connect  time.Duration // from the start of the join (the session's sockets made, or the re-join begun) to that request
 }
 
 // rejoinStats are the counters of completed re-joins, written by the owner.
