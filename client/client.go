@@ -274,8 +274,9 @@ func (c *Client) Seq() int64 {
 	return c.seq
 }
 
-// Synced reports whether the map matches the server now (false while a
-// re-join is in progress).
+// Synced reports whether the map is the server's complete state at Seq:
+// false while a join, re-join or resume is in progress, and from the moment
+// a gap is detected.
 func (c *Client) Synced() bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -371,8 +372,10 @@ func (c *Client) Watch(ctx context.Context) <-chan Event {
 	return w.ch
 }
 
-// Resync makes the client drop its trust in its map and fetch a fresh
-// snapshot, as it does by itself on a gap.
+// Resync makes the client drop its trust in its map and fetch a whole
+// fresh snapshot (never a resume: the application distrusts the map
+// itself; watchers get EventFull with reason "requested" and the
+// differences).
 func (c *Client) Resync() error { return c.submit(resyncReq{}) }
 
 // Set asks the server to store value under key, expiring after ttl (0: never;

@@ -47,10 +47,11 @@ const (
 	// the map (keys it does not hold are gone). Reason says why it was not
 	// a resume: the server's reason (compacted: the client's sequence is
 	// older than the server retains; ahead: the client's sequence is above
-	// the server's; bad_request; unmarked: the server answered a resume
-	// request without saying how) or the client's (not_offered: the server
-	// does not advertise resume; other_history, unknown_history, disabled,
-	// bad_delta). The events that follow, until EventResyncDone, are the
+	// the server's; disabled: the server keeps no window; bad_request;
+	// unmarked: the server answered a resume request without saying how)
+	// or the client's (not_offered: the server does not advertise resume;
+	// other_history, unknown_history; no_resume: Options.NoResume;
+	// bad_delta; requested: Client.Resync; first_join). The events that follow, until EventResyncDone, are the
 	// differences between the old map and the new one (deletes carry Seq).
 	// A changed history id is EventReset instead.
 	EventFull

@@ -38,22 +38,29 @@ const (
 	whyNotOffered     = "not_offered"     // the endpoint does not advertise resume (or was not heard from in time)
 	whyOtherHistory   = "other_history"   // it advertises resume for another history
 	whyUnknownHistory = "unknown_history" // the map held has no history id
-	whyDisabled       = "disabled"        // Options.NoResume
+	whyDisabled       = "no_resume"       // Options.NoResume
 	whyBadDelta       = "bad_delta"       // its delta reply was unusable: asked again plainly
 	whyUnmarked       = "unmarked"        // a resume request answered without resume=
 	whyRequested      = "requested"       // Client.Resync: the application asked for a whole snapshot
+	whyServerDisabled = "disabled"        // the server's reason: it keeps no window (clonesrv --resume-window 0)
 )
 
 // noteAdvert records what endpoint idx said in the properties of a HUGZ or
 // a non-refused KTHXBAI. A KTHXBAI answering a resume request says
-// resume=delta or resume=full, which offers resume as well as resume=1.
+// resume=delta or resume=full, which offers resume as well as resume=1,
+// except a full one with reason=disabled (the server keeps no window).
 func (o *owner) noteAdvert(idx int, props []byte) {
 	a := &o.adverts[idx]
 	a.heard = true
 	v, _ := kvmsg.LookupProp(props, kvmsg.PropResume)
 	switch string(v) {
-	case kvmsg.ResumeOffered, kvmsg.ResumeDelta, kvmsg.ResumeFull:
+	case kvmsg.ResumeOffered, kvmsg.ResumeDelta:
 		a.resume = true
+	case kvmsg.ResumeFull:
+		// Full because its window is off (reason=disabled): it cannot
+		// resume until it says resume=1 again.
+		r, _ := kvmsg.LookupProp(props, kvmsg.PropReason)
+		a.resume = string(r) != whyServerDisabled
 	default:
 		a.resume = false
 	}
