@@ -47,6 +47,8 @@ type fakeState struct {
 	resumeReqs   []string      // resume requests received: their third frame
 	strayResume  int           // resume requests received while resume is off
 	replies      []string      // KTHXBAI properties sent, in order
+	badSince     bool          // resume: answer deltas with a wrong since= (an unusable reply)
+	dropResume   bool          // ignore resume requests altogether (a server that does not parse them)
 	heldReq      [][]byte      // a held request's frames
 	heldUntil    time.Time
 }
@@ -203,6 +205,9 @@ func startFake(t testing.TB) *fakeServer {
 				if len(frames) == 4 && !st.resume {
 					st.strayResume++
 				}
+				if len(frames) == 4 && st.dropResume {
+					continue
+				}
 				st.requests++
 				if st.hold > 0 {
 					st.heldReq, st.heldUntil = frames, time.Now().Add(st.hold)
@@ -234,6 +239,9 @@ func startFake(t testing.TB) *fakeServer {
 						_ = transport.SendMessage(router, append([][]byte{frames[0]}, m.Frames()...), 0)
 					}
 					since, _ := kvmsg.LookupProp(frames[3], kvmsg.PropSince)
+					if st.badSince {
+						since = []byte("1")
+					}
 					props = kvmsg.SetProp(kvmsg.SetProp(props, kvmsg.PropResume, kvmsg.ResumeDelta), kvmsg.PropSince, string(since))
 					end := kvmsg.Msg{Key: []byte(kvmsg.KeySnapshotEnd), Seq: st.seq, Props: props, Body: frames[2]}
 					st.replies = append(st.replies, string(props))

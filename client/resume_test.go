@@ -448,3 +448,67 @@ func joinBuilt(t testing.TB, built <-chan int) int {
 		return 0
 	}
 }
+
+// TestResumeUnusableReply: a delta that does not hold together (here: a
+// since= other than asked) is not applied; the client asks the same
+// endpoint again plainly, counts the bad reply, ends equal to the server,
+// and never sends that endpoint a resume request again.
+func TestResumeUnusableReply(t *testing.T) {
+	t.Parallel()
+	f := startFake(t)
+	fill(f, histA, 30)
+	f.do(func(s *fakeState) { s.badSince = true })
+	c := dial(t, Options{Endpoints: []string{f.endpoint()}, HeartbeatTimeout: 2 * time.Second})
+	f.waitSame(t, c)
+	gap := func() {
+		f.do(func(s *fakeState) {
+			s.publish("k000001", fmt.Sprint(s.seq), true)
+			s.publish("k000002", fmt.Sprint(s.seq), false)
+		})
+	}
+	gap()
+	waitFor(t, 10*time.Second, "the re-join", func() bool { return c.Stats().Joins == 2 })
+	f.waitSame(t, c)
+	st := c.Stats()
+	if st.FullReasons[whyBadDelta] != 1 || st.Resumes != 0 || st.Drops[reasonResumeReply] != 1 {
+		t.Fatalf("want one bad delta, then a full: %+v", st)
+	}
+	var reqs []string
+	f.do(func(s *fakeState) { reqs = s.resumeReqs })
+	gap()
+	waitFor(t, 10*time.Second, "the second re-join", func() bool { return c.Stats().Joins == 3 })
+	f.waitSame(t, c)
+	var after []string
+	f.do(func(s *fakeState) { after = s.resumeReqs })
+	if len(reqs) != 1 || len(after) != 1 {
+		t.Fatalf("resume requests %q then %q: want one, never again", reqs, after)
+	}
+}
+
+// TestResumeNotAnswered: the endpoint advertised resume, then (restarted
+// without it) ignores resume requests and stops advertising; the client's
+// pending request is asked again plainly on the first HUGZ that says so,
+// instead of waiting for ever on a server that is alive.
+func TestResumeNotAnswered(t *testing.T) {
+	t.Parallel()
+	f := startFake(t)
+	fill(f, histA, 30)
+	px := startProxy(t, f.port)
+	c := dial(t, Options{Endpoints: []string{px.endpoint()}, HeartbeatTimeout: 2 * time.Second, JoinTimeout: 5 * time.Second})
+	events := c.Watch(t.Context())
+	f.waitSame(t, c)
+	px.cut()
+	waitFor(t, 15*time.Second, "the client to notice the outage", func() bool { return !c.Synced() })
+	f.do(func(s *fakeState) {
+		s.resume, s.dropResume = false, true
+		s.publish("k000003", "changed", false)
+	})
+	px.restore()
+	// Without the plain retry, HUGZ would keep the unanswered request
+	// alive (a busy server is not failed over) and this would time out.
+	got := rejoinEvents(t, events, 30*time.Second)
+	f.waitSame(t, c)
+	if got[0].Type != EventFull || got[0].Reason != whyNotOffered {
+		t.Fatalf("events %s, want full (not_offered)", eventSummary(got))
+	}
+}
