@@ -101,9 +101,9 @@ func (o *owner) readSub() {
 				continue // published before our snapshot, which holds it
 			}
 			if o.strict && m.Seq != o.lastApplied+1 {
-				o.c.cnt.gaps.Add(1)
 				unlock()
 				o.rejoin(fmt.Sprintf("updates %d..%d lost", o.lastApplied+1, m.Seq-1))
+				o.c.cnt.gaps.Add(1) // counted once Synced is false
 				return
 			}
 			o.lastApplied = m.Seq

@@ -168,7 +168,7 @@ func (o *owner) readSnapshot() {
 		}
 		m, keep, ok := o.decode(frames)
 		if !ok {
-			o.replyOK = false
+			o.notDelta()
 			continue
 		}
 		if string(m.Key) == kvmsg.KeySnapshotEnd {
@@ -183,22 +183,38 @@ func (o *owner) readSnapshot() {
 		}
 		o.noteEcho(m)
 		if o.rq.resume && o.replyOK {
-			if m.Seq <= o.replyTop {
-				o.replyOK = false
-				clear(o.reply)
-				o.reply = o.reply[:0]
-			} else {
+			if m.Seq > o.replyTop {
+				// Can still be a delta: kept only (applied to the next
+				// map if it turns out not to be).
 				o.replyTop = m.Seq
 				if !keep {
 					m = kvmsg.Msg{Seq: m.Seq}
 				}
 				o.reply = append(o.reply, cloneMsg(m))
+				continue
 			}
+			o.notDelta()
 		}
 		if keep && len(m.Body) > 0 {
 			o.next.Apply(m)
 		}
 	}
+}
+
+// notDelta: the reply is a whole snapshot (or unusable as a delta): what
+// was kept goes into the next map, and keeping stops.
+func (o *owner) notDelta() {
+	if !o.replyOK {
+		return
+	}
+	o.replyOK = false
+	for i, m := range o.reply {
+		if len(m.Key) > 0 && len(m.Body) > 0 {
+			o.next.Apply(m)
+		}
+		o.reply[i] = kvmsg.Msg{}
+	}
+	o.reply = o.reply[:0]
 }
 
 // refused handles a KTHXBAI marked refused: the server is alive but will
@@ -283,6 +299,9 @@ func (o *owner) finishJoin(end kvmsg.Msg) {
 	var old *kvmap.Map
 	oldHist := o.history
 	reset := !first && oldHist != "" && o.joinHist != "" && oldHist != o.joinHist
+	if !delta {
+		o.notDelta() // a whole snapshot whose sequences happened to increase
+	}
 	if delta {
 		o.next = nil
 		if watch {

@@ -26,12 +26,13 @@ func newRecorder(t testing.TB, endpoint string) *recorder {
 	return &recorder{c: c, events: c.Watch(t.Context())}
 }
 
-// until reads the recorder's events until it has applied seq, and returns
-// the changes after `after` up to seq.
+// until reads the recorder's events until it has seen the change at seq
+// (the recorder follows everything, so every sequence is a change), and
+// returns the changes after `after` up to seq.
 func (r *recorder) until(t testing.TB, after, seq int64) []change {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
-	for r.c.Seq() < seq || len(r.events) > 0 {
+	for len(r.seen) == 0 || r.seen[len(r.seen)-1].seq < seq {
 		select {
 		case ev := <-r.events:
 			switch ev.Type {

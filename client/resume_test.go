@@ -254,20 +254,27 @@ func TestResumeSynced(t *testing.T) {
 		hooks: &testHooks{joinEvents: func(n int) { built <- n }}})
 	f.waitSame(t, c)
 	joinBuilt(t, built)
-	// A gap: update 102 is lost, 103 shows it. The resume request is held.
+	// A gap: update 102 is lost, 103 shows it. The resume request is held
+	// until the test releases it.
 	f.do(func(s *fakeState) {
-		s.hold = time.Second
+		s.hold = time.Hour
 		s.publish("k000001", "a", false)
 		s.publish("k000002", "lost", true)
 		s.publish("k000003", "c", false)
 	})
 	waitFor(t, 5*time.Second, "the gap detected", func() bool { return c.Stats().Gaps == 1 })
+	waitFor(t, 10*time.Second, "the resume request held", func() bool {
+		var held bool
+		f.do(func(s *fakeState) { held = s.heldReq != nil })
+		return held
+	})
 	for range 10 {
 		if c.Synced() || c.Snapshot().Synced || c.Stats().Synced {
 			t.Fatal("synced while the resume is in progress")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	f.do(func(s *fakeState) { s.heldUntil = time.Now() })
 	if n := joinBuilt(t, built); n != 1 {
 		t.Fatalf("a resume without watchers built %d events, want only resync-done", n)
 	}
