@@ -36,7 +36,7 @@ type resumeAsk struct {
 	asked   bool   // the request had a third frame
 	history string // the client's history id
 	since   int64
-	reason  string // set for a full reply, before or at the view
+	reason  string         // set for a full reply, before or at the view
 	isDelta bool           // answered with a delta
 	delta   *window.Cursor // the delta still to send (nil once released)
 	bytes   int64          // frame bytes produced for the reply

@@ -142,7 +142,9 @@ func newSnapshotRig(t testing.TB) *snapshotRig {
 // with nothing; a valid one gets every stored key under the subtree, in key
 // order, then KTHXBAI with the store's sequence and the subtree — unless
 // the fake router reports the peer gone, which must abort the stream and
-// free its slot.
+// free its slot. A third frame is a resume request (the rig's server has
+// resume off, so a full snapshot answers it); a malformed one is counted
+// (resume_request) and answered like a plain request.
 func (rig *snapshotRig) check(t *testing.T, frames [][]byte, failAt int) {
 	peer := []byte(fmt.Sprintf("peer-%d", rig.next.Add(1)))
 	p := &fuzzPeer{failAt: failAt, done: make(chan bool, 1)}
@@ -156,13 +158,16 @@ func (rig *snapshotRig) check(t *testing.T, frames [][]byte, failAt int) {
 	}
 	reason := ""
 	switch {
-	case len(frames) != 2:
+	case len(frames) != 2 && len(frames) != 3:
 		reason = actors.ReasonRequestFrames
 	case string(frames[0]) != kvmsg.CmdSnapshot:
 		reason = actors.ReasonUnknownCommand
 	case len(frames[1]) > fuzzMaxSubtree:
 		reason = actors.ReasonSubtreeTooLong
+	case len(frames) == 3 && !wellFormedResume(frames[2]):
+		reason = actors.ReasonResumeRequest
 	}
+	answered := reason == "" || reason == actors.ReasonResumeRequest
 	rejected := rig.st.RejectedTotal(stats.SourceSnapshot)
 	aborted := rig.st.SnapshotsAborted.Load()
 	rig.sys.Root.Send(rig.snapshot, &adapter.Request{Peer: peer, Frames: kept, Count: len(frames)})
@@ -181,6 +186,8 @@ func (rig *snapshotRig) check(t *testing.T, frames [][]byte, failAt int) {
 		if got := rejectCount(rig.st, reason); got == 0 {
 			t.Fatalf("request %q: not counted as %s: %+v", kept, reason, rig.st.Rejects())
 		}
+	}
+	if !answered {
 		rig.router.mu.Lock()
 		defer rig.router.mu.Unlock()
 		if p.chunks != 0 {
@@ -195,8 +202,12 @@ func (rig *snapshotRig) check(t *testing.T, frames [][]byte, failAt int) {
 	case <-time.After(5 * time.Second):
 		t.Fatalf("request for subtree %q: stream did not end", frames[1])
 	}
-	if rig.st.RejectedTotal(stats.SourceSnapshot) != rejected {
-		t.Fatalf("valid request for %q counted as rejected", frames[1])
+	wantRejects := rejected
+	if reason != "" {
+		wantRejects++ // the malformed resume request, counted once
+	}
+	if rig.st.RejectedTotal(stats.SourceSnapshot) != wantRejects {
+		t.Fatalf("request for %q: %d rejects counted, want %d", frames[1], rig.st.RejectedTotal(stats.SourceSnapshot)-rejected, wantRejects-rejected)
 	}
 	if !ok {
 		deadline := time.Now().Add(5 * time.Second)
@@ -235,6 +246,36 @@ func (rig *snapshotRig) check(t *testing.T, frames [][]byte, failAt int) {
 	if err != nil || string(end.Key) != kvmsg.KeySnapshotEnd || end.Seq != rig.seq || string(end.Body) != subtree {
 		t.Fatalf("subtree %q: last message %q (%v), want KTHXBAI seq %d body the subtree", subtree, msgs[len(want)], err, rig.seq)
 	}
+	if len(frames) == 3 {
+		full := actors.FullDisabled // the rig's server runs without a window
+		if reason != "" {
+			full = actors.FullBadRequest
+		}
+		res, _ := kvmsg.LookupProp(end.Props, kvmsg.PropResume)
+		why, _ := kvmsg.LookupProp(end.Props, kvmsg.PropReason)
+		if string(res) != kvmsg.ResumeFull || string(why) != full {
+			t.Fatalf("resume request %q: KTHXBAI props %q, want resume=full reason=%s", frames[2], end.Props, full)
+		}
+	}
+}
+
+// wellFormedResume is the model of a resume request's third frame:
+// properties with history= (32 lowercase hex digits) and since= (decimal
+// digits, an int64).
+func wellFormedResume(props []byte) bool {
+	if kvmsg.ValidateProps(props) != nil {
+		return false
+	}
+	h, ok := kvmsg.LookupProp(props, kvmsg.PropHistory)
+	if !ok || len(h) != 32 || strings.Trim(string(h), "0123456789abcdef") != "" {
+		return false
+	}
+	since, ok := kvmsg.LookupProp(props, kvmsg.PropSince)
+	if !ok || len(since) == 0 || strings.Trim(string(since), "0123456789") != "" {
+		return false
+	}
+	_, err := strconv.ParseInt(string(since), 10, 64)
+	return err == nil
 }
 
 func rejectCount(st *stats.Server, reason string) int64 {
@@ -268,6 +309,11 @@ func FuzzSnapshotRequest(f *testing.F) {
 		f.Add([]byte("|ICANHAZ?|"+sub), uint8(2))
 	}
 	f.Add([]byte("|ICANHAZ?|"+strings.Repeat("s", fuzzMaxSubtree+1)), uint8(0))
+	// Resume requests: well-formed (full, disabled) and not.
+	for _, props := range []string{"history=0123456789abcdef0123456789abcdef\nsince=5\n", "history=0123456789abcdef0123456789abcdef\nsince=x\n", "since=1\n", ""} {
+		f.Add([]byte("|ICANHAZ?|/a/|"+props), uint8(0))
+		f.Add([]byte("|ICANHAZ?|/a/|"+props), uint8(1))
+	}
 	rig := newSnapshotRig(f)
 	f.Fuzz(func(t *testing.T, data []byte, failAt uint8) {
 		rig.check(t, fuzzFrames(data), int(failAt%8))

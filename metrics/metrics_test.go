@@ -193,6 +193,20 @@ func TestMetricsMatchScriptedWorkload(t *testing.T) {
 			t.Fatalf("snapshot of k/ has %d keys, want 90", n)
 		}
 	}
+	// A resume request from 1,000: the three expiries.
+	send(t, dealer, [][]byte{[]byte(kvmsg.CmdSnapshot), nil, []byte("history=" + srv.History() + "\nsince=1000\n")})
+	for n := 0; ; n++ {
+		f, _, err := transport.RecvMessage(dealer, 0, nil)
+		if err != nil {
+			t.Fatalf("resume reply after %d messages: %v", n, err)
+		}
+		if string(f[0]) == kvmsg.KeySnapshotEnd {
+			if n != 3 {
+				t.Fatalf("resume from 1000 sent %d messages (KTHXBAI %q), want the 3 expiries", n, f[3])
+			}
+			break
+		}
+	}
 
 	// Handlers and counters settle asynchronously; wait for the last of
 	// them, then compare one scrape exactly.
@@ -200,7 +214,7 @@ func TestMetricsMatchScriptedWorkload(t *testing.T) {
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		fams = scrape(t, base)
 		if value(fams, "clonekv_committed_last_sequence") == 1003 && value(fams, "clonekv_updates_published_total") == 1003 &&
-			value(fams, "clonekv_snapshots_served_total") == 2 && value(fams, "clonekv_connections", "socket=publisher") == 1 {
+			value(fams, "clonekv_snapshots_served_total") == 3 && value(fams, "clonekv_connections", "socket=publisher") == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -222,9 +236,13 @@ func TestMetricsMatchScriptedWorkload(t *testing.T) {
 		{"clonekv_heartbeats_sent_total", nil, 0},
 		{"clonekv_sequence", nil, 1003},
 		{"clonekv_keys", nil, 90},
-		{"clonekv_snapshots_served_total", nil, 2},
-		{"clonekv_snapshot_keys_total", nil, 180},
-		{"clonekv_snapshot_duration_seconds", nil, 2},
+		{"clonekv_snapshots_served_total", nil, 3},
+		{"clonekv_snapshot_keys_total", nil, 183},
+		{"clonekv_snapshot_duration_seconds", nil, 3},
+		{"clonekv_resumes_total", []string{"reason=", "result=delta"}, 1},
+		{"clonekv_resume_messages_total", []string{"result=delta"}, 3},
+		{"clonekv_resume_window_sequences", nil, 1003},
+		{"clonekv_resume_window_bytes", nil, float64(srv.Stats().ResumeWindowBytes.Load())},
 		{"clonekv_snapshots_aborted_total", nil, 0},
 		{"clonekv_snapshot_streams_in_flight", nil, 0},
 		{"clonekv_store_mailbox_batches", nil, 0},
@@ -242,6 +260,15 @@ func TestMetricsMatchScriptedWorkload(t *testing.T) {
 	}
 	if n := len(fams["clonekv_updates_rejected_total"].GetMetric()); n != 3 {
 		t.Errorf("%d reject series, want 3", n)
+	}
+	if b := value(fams, "clonekv_resume_window_bytes"); b < 1003*32 || b > 1003*64 {
+		t.Errorf("resume window of 1003 small updates: %v bytes", b)
+	}
+	if s := value(fams, "clonekv_resume_window_seconds"); s <= 0 || s > 60 {
+		t.Errorf("resume window spans %v s", s)
+	}
+	if b := value(fams, "clonekv_resume_bytes_total", "result=delta"); b <= 0 {
+		t.Errorf("resume bytes %v", b)
 	}
 	if value(fams, "go_goroutines") <= 0 {
 		t.Error("no Go runtime metrics")

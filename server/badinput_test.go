@@ -67,7 +67,10 @@ func TestBadInputNeverStopsTheServer(t *testing.T) {
 		{"one frame", [][]byte{[]byte("garbage")}, "frame_count"},
 		{"ICANHAZ? without subtree", [][]byte{[]byte(kvmsg.CmdSnapshot)}, "frame_count"},
 		{"unknown command", [][]byte{[]byte("GIMME"), []byte("/ok/")}, "unknown_command"},
-		{"three frames", [][]byte{[]byte(kvmsg.CmdSnapshot), []byte("/ok/"), []byte("extra")}, "frame_count"},
+		{"four frames", [][]byte{[]byte(kvmsg.CmdSnapshot), []byte("/ok/"), []byte("history=x\n"), []byte("extra")}, "frame_count"},
+		// A third frame is the resume extension's: a malformed one is
+		// counted and answered as a plain ICANHAZ? (full, bad_request).
+		{"three frames", [][]byte{[]byte(kvmsg.CmdSnapshot), []byte("/ok/"), []byte("extra")}, "resume_request"},
 		{"subtree too long", [][]byte{[]byte(kvmsg.CmdSnapshot), []byte(strings.Repeat("s", 40))}, "subtree_too_long"},
 	}
 	for i, tc := range snapshotCases {
@@ -80,8 +83,17 @@ func TestBadInputNeverStopsTheServer(t *testing.T) {
 			if n := rejectCount(srv, stats.SourceSnapshot, tc.reason); n < 1 {
 				t.Errorf("no %q reject counted: %+v", tc.reason, srv.Stats().Rejects())
 			}
-			// The rejected request got no answer: the next message on the
-			// DEALER belongs to the next, valid request.
+			if tc.reason == "resume_request" {
+				end := recvMsg(t, dealer, 3*time.Second)
+				for string(end.Key) != kvmsg.KeySnapshotEnd {
+					end = recvMsg(t, dealer, 3*time.Second)
+				}
+				if v, _ := kvmsg.LookupProp(end.Props, kvmsg.PropReason); string(v) != "bad_request" {
+					t.Fatalf("malformed resume request answered with KTHXBAI %q, want reason=bad_request", end.Props)
+				}
+			}
+			// The rejected request got no other answer: the next message on
+			// the DEALER belongs to the next, valid request.
 			stillServes(t, srv, push, sub, dealer, 100+i)
 		})
 	}

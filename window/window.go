@@ -115,9 +115,17 @@ func (w *Window) Append(m kvmsg.Msg, at time.Time) error {
 	}
 	n := len(m.Key) + len(m.UUID) + len(m.Props) + len(m.Body)
 	c := w.tail()
-	if c == nil || len(c.data) >= w.chunkBytes || len(c.data)+n > 1<<32-1 {
+	if c == nil || len(c.data)+n > w.chunkBytes && len(c.idx) > 0 || len(c.data)+n > 1<<32-1 {
 		c = &chunk{first: at.UnixNano(), data: make([]byte, 0, min(max(n, 1<<10), w.chunkBytes))}
 		w.chunks = append(w.chunks, c)
+	}
+	if len(c.data)+n > cap(c.data) {
+		// Grow by doubling up to the chunk size (never past it unless one
+		// update is larger), so a sealed chunk wastes little. The old array
+		// stays with the views that hold it.
+		grown := make([]byte, len(c.data), max(min(2*cap(c.data), w.chunkBytes), len(c.data)+n))
+		copy(grown, c.data)
+		c.data = grown
 	}
 	e := entry{seq: m.Seq, off: uint32(len(c.data)), key: uint32(len(m.Key)), uuid: uint32(len(m.UUID)), props: uint32(len(m.Props)), bd: uint32(len(m.Body))}
 	c.data = append(append(append(append(c.data, m.Key...), m.UUID...), m.Props...), m.Body...)

@@ -50,6 +50,7 @@ func TestStartupErrors(t *testing.T) {
 		{"max-key zero", []string{"--max-key", "0"}, nil, []string{"max-key = 0 (from flag --max-key): out of range 1..65535"}},
 		{"gc-percent zero", []string{"--gc-percent", "0"}, nil, []string{"gc-percent = 0 (from flag --gc-percent): want a positive percentage"}},
 		{"max-key too large", []string{"--max-key", "65536"}, nil, []string{"max-key = 65536"}},
+		{"negative resume window", []string{"--resume-window", "-1"}, nil, []string{"resume-window = -1 (from flag --resume-window): must not be negative"}},
 		{"max-body zero", []string{"--max-body", "0"}, nil, []string{"max-body = 0 (from flag --max-body): must be at least 1"}},
 		{"negative hwms", []string{"--pub-hwm", "-1", "--router-hwm", "-2", "--collector-hwm", "-3"}, nil,
 			[]string{"pub-hwm = -1", "router-hwm = -2", "collector-hwm = -3"}},
@@ -167,6 +168,27 @@ func TestMemoryLogDefaults(t *testing.T) {
 	l := settleArgs([]string{"--memory", "--trailing-logs", "500"}, []string{"CLONEKV_SNAPSHOT_THRESHOLD=300"})
 	if l.TrailingLogs != 500 || l.SnapshotThreshold != 300 || l.SnapshotInterval != 0 {
 		t.Errorf("--memory with set values: log config %+v, want trailing 500, threshold 300, interval default", l)
+	}
+	window := func(args ...string) int64 {
+		t.Helper()
+		fs := flag.NewFlagSet("clonesrv", flag.ContinueOnError)
+		var f flags
+		defineFlags(fs, &f)
+		eff, err := loader.Load(fs, args, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := settle(eff, &f, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.srv.ResumeWindow
+	}
+	if w := window("--memory"); w != server.DefaultResumeWindow {
+		t.Errorf("resume window %d by default, want %d", w, server.DefaultResumeWindow)
+	}
+	if w := window("--memory", "--resume-window", "0"); w >= 0 {
+		t.Errorf("--resume-window 0 gives server.Config.ResumeWindow %d, want negative (off)", w)
 	}
 	if l := settleArgs([]string{"--data-dir", t.TempDir()}, nil); l.SnapshotThreshold != 8192 || l.TrailingLogs != 10240 || l.SnapshotInterval != 30*time.Second {
 		t.Errorf("--data-dir: log config %+v, want the disk defaults", l)
