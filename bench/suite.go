@@ -19,11 +19,12 @@ type Suite struct {
 	Fanout  FanoutParams
 	GCTail  GCTailParams
 	Durable DurabilityParams
+	Resume  ResumeParams
 }
 
 // AllCases are the case names, in the order they run. "snapshot" also
 // measures memory per key and, on the same loaded server, "ttl".
-var AllCases = []string{"updates", "snapshot", "join-under-load", "fanout", "gc-tail", "durability"}
+var AllCases = []string{"updates", "snapshot", "join-under-load", "fanout", "gc-tail", "durability", "resume"}
 
 var (
 	bothImpls  = []string{ImplBaseline, ImplClonekv}
@@ -71,6 +72,7 @@ func Full() Suite {
 			},
 			Keys: 1_000_000, Loaders: 4, Impls: durableImpls,
 		},
+		Resume: ResumeParams{Keys: 1_000_000, Rate: 10_000, Offline: 5 * time.Second, HerdClients: 300, HerdKeys: 20_000},
 	}
 }
 
@@ -106,6 +108,7 @@ func Quick() Suite {
 			},
 			Keys: 10_000, Loaders: 2, Impls: durableImpls,
 		},
+		Resume: ResumeParams{Keys: 20_000, Rate: 2000, Offline: time.Second, HerdClients: 10, HerdKeys: 5000},
 	}
 }
 
@@ -140,6 +143,7 @@ type Report struct {
 	Fanout   []FanoutResult    `json:"fanout,omitempty"`
 	GCTail   []GCTailResult    `json:"gc_tail,omitempty"`
 	Durable  *DurabilityReport `json:"durability,omitempty"`
+	Resume   *ResumeReport     `json:"resume,omitempty"`
 }
 
 // Run runs the suite's cases in order with servers from l.
@@ -163,6 +167,8 @@ func Run(ctx context.Context, s Suite, l Launcher, prog *Progress) (*Report, err
 			rep.GCTail, err = runGCTail(ctx, l, s.GCTail, prog)
 		case "durability":
 			rep.Durable, err = runDurability(ctx, l, s.Durable, prog)
+		case "resume":
+			rep.Resume, err = runResume(ctx, l, s.Resume, prog)
 		default:
 			err = fmt.Errorf("unknown case %q (want one of %v)", c, AllCases)
 		}

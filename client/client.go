@@ -40,6 +40,7 @@ type Client struct {
 
 	cnt   counters
 	drops drops
+	rs    rejoinStats
 
 	zctx   *zmq.Context
 	reqs   chan any      // API goroutines → owner
@@ -75,10 +76,18 @@ type Stats struct {
 	Drops       map[string]int64 // Malformed by reason (kvmsg's reasons: frame_count, properties, key_too_long, ...)
 	Refused     int64            // snapshot requests the server refused (KTHXBAI with refused=...), each retried after a backoff
 	Resets      int64            // re-joins that found another history (EventReset)
-	History     string           // the history id of the map held ("" when the server gives none)
-	EventsLost  int64            // events dropped because a watcher did not keep up
-	Sent        int64            // updates handed to ZeroMQ for the server
-	LastError   string           // the last reason the client had to re-join or move on
+	Resumes     int64            // re-joins that received only the updates missed (EventResumed)
+	FullResyncs int64            // re-joins that received a whole snapshot (EventFull or EventReset)
+	FullReasons map[string]int64 // FullResyncs by reason (see EventFull)
+	// RejoinMessages and RejoinBytes total the replies of the re-joins
+	// (every message and byte received on the snapshot socket, KTHXBAI
+	// included; not the first join, unless it asked to resume).
+	RejoinMessages, RejoinBytes int64
+	LastJoin                    JoinStats // the last join completed
+	History                     string    // the history id of the map held ("" when the server gives none)
+	EventsLost                  int64     // events dropped because a watcher did not keep up
+	Sent                        int64     // updates handed to ZeroMQ for the server
+	LastError                   string    // the last reason the client had to re-join or move on
 }
 
 // New starts a client in the background: it connects to the first endpoint
@@ -265,8 +274,9 @@ func (c *Client) Seq() int64 {
 	return c.seq
 }
 
-// Synced reports whether the map matches the server now (false while a
-// re-join is in progress).
+// Synced reports whether the map is the server's complete state at Seq:
+// false while a join, re-join or resume is in progress, and from the moment
+// a gap is detected.
 func (c *Client) Synced() bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -329,6 +339,7 @@ func (c *Client) Stats() Stats {
 	st := Stats{Server: c.server, Synced: c.synced, Seq: c.seq, Keys: c.m.Len(), LastError: c.lastErr, History: c.history}
 	c.mu.RUnlock()
 	st.Drops = c.drops.snapshot()
+	c.rs.fill(&st)
 	st.Refused, st.Resets = c.cnt.refused.Load(), c.cnt.resets.Load()
 	n := &c.cnt
 	st.Joins, st.Resyncs, st.Gaps, st.Restarts = n.joins.Load(), n.resyncs.Load(), n.gaps.Load(), n.restarts.Load()
@@ -361,8 +372,10 @@ func (c *Client) Watch(ctx context.Context) <-chan Event {
 	return w.ch
 }
 
-// Resync makes the client drop its trust in its map and fetch a fresh
-// snapshot, as it does by itself on a gap.
+// Resync makes the client drop its trust in its map and fetch a whole
+// fresh snapshot (never a resume: the application distrusts the map
+// itself; watchers get EventFull with reason "requested" and the
+// differences).
 func (c *Client) Resync() error { return c.submit(resyncReq{}) }
 
 // Set asks the server to store value under key, expiring after ttl (0: never;

@@ -184,9 +184,10 @@ func TestHistoryID(t *testing.T) {
 		}
 	}
 	done := got[len(got)-1]
-	if len(got) != 3 {
-		t.Fatalf("same history: events %+v, want the delete of k0, the update of k1, resync-done", got)
+	if len(got) != 4 || got[0].Type != EventFull || got[0].Reason != whyRequested {
+		t.Fatalf("same history: events %+v, want full (requested), the delete of k0, the update of k1, resync-done", got)
 	}
+	got = got[1:]
 	for _, ev := range got[:2] {
 		if ev.Seq < done.Seq && ev.Type == EventDelete {
 			t.Fatalf("delete event at %d, below the re-join's %d: %+v", ev.Seq, done.Seq, ev)
@@ -345,8 +346,55 @@ func TestRejoinWithoutWatcherBuildsNoEvents(t *testing.T) {
 	if err := c.Resync(); err != nil {
 		t.Fatal(err)
 	}
-	if n := <-built; n != 2 {
-		t.Fatalf("a watched re-join built %d events, want the one change and resync-done", n)
+	if n := <-built; n != 3 {
+		t.Fatalf("a watched re-join built %d events, want full, the one change and resync-done", n)
 	}
 	nextEvent(t, events, EventResyncDone, 5*time.Second)
+}
+
+// TestGuideServersNeverResumed (issue 14 behaviour 4, client side): a
+// clonekv client never sends a resume request to the Guide's servers,
+// which never advertise it: after a server restart on the same port its
+// re-join is the plain ICANHAZ? (a whole snapshot, reason not_offered).
+func TestGuideServersNeverResumed(t *testing.T) {
+	t.Parallel()
+	for _, model := range []guideserver.Model{guideserver.ModelFive, guideserver.ModelSix} {
+		t.Run(model.String(), func(t *testing.T) {
+			t.Parallel()
+			srv, err := guideserver.Start(guideserver.Config{Model: model, Tick: 100 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { srv.Close() })
+			coll := CollectorPull
+			if model == guideserver.ModelSix {
+				coll = CollectorSub
+			}
+			c := dial(t, Options{Endpoints: []string{srv.Endpoint()}, Collector: coll, HeartbeatTimeout: time.Second})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := c.SetWait(ctx, "/g/a", []byte("1"), 0); err != nil {
+				t.Fatalf("SetWait: %v", err)
+			}
+			port := srv.Port()
+			srv.Close()
+			var again *guideserver.Server
+			waitFor(t, 10*time.Second, "the Guide server restarted on its port", func() bool {
+				again, err = guideserver.Start(guideserver.Config{Model: model, Port: port, Tick: 100 * time.Millisecond})
+				return err == nil
+			})
+			t.Cleanup(func() { again.Close() })
+			waitFor(t, 15*time.Second, "the re-join", func() bool { st := c.Stats(); return st.Joins >= 2 && st.Synced })
+			if _, err := c.SetWait(ctx, "/g/b", []byte("2"), 0); err != nil {
+				t.Fatalf("SetWait after the restart: %v", err)
+			}
+			st := c.Stats()
+			if n := srv.Stats().LongRequests + again.Stats().LongRequests; n != 0 {
+				t.Fatalf("the Guide server got %d resume requests", n)
+			}
+			if st.Resumes != 0 || st.FullReasons[whyNotOffered] < 1 || again.Stats().Snapshots < 1 {
+				t.Fatalf("want plain re-joins (not_offered): %+v", st)
+			}
+		})
+	}
 }

@@ -17,6 +17,8 @@
 // sends ICANHAZ? + subtree on a fresh DEALER to P, applies the KVSYNCs to a
 // new map until KTHXBAI, then applies the updates the SUB buffered meanwhile
 // whose sequence is above the KTHXBAI sequence, and swaps the new map in.
+// A re-join asks for only what it missed when the server can resume (see
+// "Resume" below).
 //
 // # When the client re-joins
 //
@@ -72,7 +74,66 @@
 // old keys. A server that sends no id (older clonekv, the Guide's servers)
 // is "unknown history": the differences are computed as always. Delete
 // events after a re-join carry the re-join's sequence. A re-join with no
-// watcher registered builds no events at all.
+// watcher registered builds no events at all (no per-key event, whatever
+// the size of the map).
+//
+// # Synced means synced
+//
+// Synced (and Stats.Synced, Snapshot.Synced) is true only while the map is
+// the complete state at Seq: it turns false when a re-join starts (a
+// detected gap, a HUGZ that proved the tail lost, a restart, a dropped
+// connection, silence) and true again only once the re-join's reply and
+// the buffered updates are all applied. During a resume the map moves
+// forward batch by batch through states the server had, and Seq with it,
+// but Synced stays false until the end.
+//
+// # Resume: only what was missed
+//
+// A clonekv server that keeps a window of recent updates advertises it
+// (resume=1 on its KTHXBAI and HUGZ, next to history=ID). The client
+// remembers, per endpoint, the last advertisement it saw; it outlives the
+// session, so a reconnect to the same endpoint (a dropped connection, a
+// restarted server) uses it at once. A re-join (reconnect, failover,
+// detected gap, HUGZ tail loss) then sends the three-frame request
+// ICANHAZ?, subtree, "history=ID\nsince=SEQ\n" (SEQ: the last sequence
+// applied) when that endpoint advertised resume for the history of the map
+// held; otherwise the plain two-frame ICANHAZ?, which is all the Guide's
+// servers ever get (they never advertise; a C server would misparse a
+// third frame). A re-join to an endpoint never heard from (a failover to
+// another node) first waits for its first HUGZ on the subscriber, which it
+// connects before asking anyway, for at most Options.AdvertWait (about one
+// heartbeat interval plus a margin by default), then decides; no HUGZ in
+// time means a plain request. Options.NoResume turns it all off, and
+// Client.Resync always asks plainly.
+//
+// The reply cannot be told from a snapshot before its KTHXBAI, so the
+// client reads it as a snapshot into a new map and also keeps the messages
+// while they can be a delta (sequences increasing above since; a snapshot's
+// KVSYNCs soon show they are not). At the KTHXBAI:
+//
+//   - resume=delta: the kept messages are the updates after since, in
+//     order: they are applied to the map held as ordinary updates, in
+//     batches under the write lock (each batch ends at a state the server
+//     had), then the subscriber's buffered updates above the KTHXBAI's
+//     sequence. Watchers get EventResumed, then exactly those updates and
+//     deletes, each once, in order, with their own sequences, then
+//     EventResyncDone. A delta that does not hold together (another since
+//     or history than asked, sequences out of order) is not used: the
+//     client asks the same endpoint again plainly and never resumes from it
+//     again.
+//   - resume=full (history, compacted, ahead, bad_request, disabled), no
+//     resume property, or a plain request: the new map replaces the one
+//     held (keys it lacks are gone). Watchers get EventFull with the reason
+//     and the differences, or EventReset when the history changed.
+//   - Refused: as for a plain request (below); the retry resumes again if
+//     the endpoint still can.
+//
+// A resume request that nothing has answered yet is asked again plainly
+// when a HUGZ shows the endpoint can no longer resume it (a server
+// restarted without its window, or with another history). Stats.Resumes,
+// FullResyncs and FullReasons count the outcomes; Stats.LastJoin gives the
+// last join's kind, messages, bytes and time; RejoinMessages and
+// RejoinBytes total the re-joins.
 //
 // # Refused snapshots
 //

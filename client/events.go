@@ -36,12 +36,31 @@ const (
 	// updates; there are no deletes for the old keys. Drop everything
 	// derived from earlier events. Seq is the new map's sequence.
 	EventReset
+	// EventResumed: the re-join received only the updates the client had
+	// missed (the server's resume extension): those after Since up to Seq.
+	// The events that follow, until EventResyncDone, are exactly those
+	// updates and deletes, each once, in sequence order, each with its own
+	// sequence (and then the updates that arrived meanwhile on the
+	// subscriber). Nothing else changed.
+	EventResumed
+	// EventFull: the re-join received a whole snapshot at Seq that replaced
+	// the map (keys it does not hold are gone). Reason says why it was not
+	// a resume: the server's reason (compacted: the client's sequence is
+	// older than the server retains; ahead: the client's sequence is above
+	// the server's; disabled: the server keeps no window; bad_request;
+	// unmarked: the server answered a resume request without saying how)
+	// or the client's (not_offered: the server does not advertise resume;
+	// other_history, unknown_history; no_resume: Options.NoResume;
+	// bad_delta; requested: Client.Resync; first_join). The events that follow, until EventResyncDone, are the
+	// differences between the old map and the new one (deletes carry Seq).
+	// A changed history id is EventReset instead.
+	EventFull
 )
 
 var eventNames = map[EventType]string{
 	EventUpdate: "update", EventDelete: "delete", EventResyncStarted: "resync-started",
 	EventResyncDone: "resync-done", EventServerSwitched: "server-switched", EventLost: "lost",
-	EventReset: "reset",
+	EventReset: "reset", EventResumed: "resumed", EventFull: "full",
 }
 
 func (t EventType) String() string {
@@ -58,8 +77,9 @@ type Event struct {
 	Value  []byte
 	Seq    int64
 	TTL    time.Duration // the update's ttl (0: none)
-	Reason string        // EventResyncStarted, EventReset: why
-	Server string        // EventResyncDone, EventServerSwitched, EventReset: the endpoint followed now
+	Reason string        // EventResyncStarted, EventReset, EventFull: why
+	Since  int64         // EventResumed: the sequence the client resumed after
+	Server string        // EventResyncDone, EventServerSwitched, EventReset, EventResumed, EventFull: the endpoint followed now
 	From   string        // EventServerSwitched: the endpoint followed before
 	Keys   int           // EventResyncDone: keys under the subtree
 	Lost   int           // EventLost: how many events were dropped

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"maps"
 	"sort"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,6 +41,14 @@ type fakeState struct {
 	hold         time.Duration // answer snapshot requests only after this long
 	garbage      bool          // answer snapshot requests with undecodable messages
 	requests     int           // snapshot requests received
+	resume       bool          // advertise resume=1 and answer resume requests (README "Protocol additions")
+	log          []kvmsg.Msg   // resume: the updates retained, in sequence order
+	retainFrom   int64         // resume: the oldest sequence retained (0: all)
+	resumeReqs   []string      // resume requests received: their third frame
+	strayResume  int           // resume requests received while resume is off
+	replies      []string      // KTHXBAI properties sent, in order
+	badSince     bool          // resume: answer deltas with a wrong since= (an unusable reply)
+	dropResume   bool          // ignore resume requests altogether (a server that does not parse them)
 	heldReq      [][]byte      // a held request's frames
 	heldUntil    time.Time
 }
@@ -55,6 +65,9 @@ func (f *fakeState) hugzMsg() kvmsg.Msg {
 	if f.history != "" {
 		m.Props = kvmsg.SetProp(m.Props, "history", f.history)
 	}
+	if f.resume {
+		m.Props = kvmsg.SetProp(m.Props, kvmsg.PropResume, kvmsg.ResumeOffered)
+	}
 	if f.hugzSeqProp {
 		m.Props = kvmsg.SetProp(m.Props, "seq", fmt.Sprint(f.seq))
 	}
@@ -66,13 +79,63 @@ func (f *fakeState) hugzMsg() kvmsg.Msg {
 
 // publish stores key=value under the next sequence and publishes it unless
 // drop is set (a lost update, as the PUB's high-water mark loses them).
+// An empty value deletes key. The update is retained for resume.
 func (f *fakeState) publish(key, value string, drop bool) {
 	f.seq++
-	f.kv[key] = value
+	if value == "" {
+		delete(f.kv, key)
+	} else {
+		f.kv[key] = value
+	}
+	m := kvmsg.Msg{Key: []byte(key), Seq: f.seq, Body: []byte(value)}
+	if value != "" {
+		m.UUID = make([]byte, kvmsg.UUIDLen)
+		m.UUID[0] = byte(f.seq)
+	}
+	f.log = append(f.log, m)
 	if !drop {
-		m := kvmsg.Msg{Key: []byte(key), Seq: f.seq, Body: []byte(value)}
 		_ = transport.SendMessage(f.pub, m.Frames(), zmq.DONTWAIT)
 	}
+}
+
+// retain keeps only the updates from sequence from on (the older ones are
+// compacted away).
+func (f *fakeState) retain(from int64) {
+	f.retainFrom = from
+	i := 0
+	for i < len(f.log) && f.log[i].Seq < from {
+		i++
+	}
+	f.log = append([]kvmsg.Msg(nil), f.log[i:]...)
+}
+
+// answerResume decides a resume request as the contract says: the
+// updates after since, or a whole snapshot and why.
+func (f *fakeState) answerResume(props []byte, subtree string) (delta []kvmsg.Msg, reason string) {
+	hist, hok := kvmsg.LookupProp(props, kvmsg.PropHistory)
+	sinceRaw, sok := kvmsg.LookupProp(props, kvmsg.PropSince)
+	since, err := strconv.ParseInt(string(sinceRaw), 10, 64)
+	oldest := f.retainFrom
+	if oldest == 0 {
+		oldest = 1
+	}
+	switch {
+	case kvmsg.ValidateProps(props) != nil || !hok || !sok || err != nil || since < 0:
+		return nil, "bad_request"
+	case string(hist) != f.history:
+		return nil, "history"
+	case since > f.seq:
+		return nil, "ahead"
+	case since < oldest-1:
+		return nil, "compacted"
+	}
+	delta = []kvmsg.Msg{}
+	for _, m := range f.log {
+		if m.Seq > since && strings.HasPrefix(string(m.Key), subtree) {
+			delta = append(delta, m)
+		}
+	}
+	return delta, ""
 }
 
 func startFake(t testing.TB) *fakeServer {
@@ -85,7 +148,7 @@ func startFake(t testing.TB) *fakeServer {
 	port := 0
 	for try := 0; try < 50 && port == 0; try++ {
 		p := testkit.FreePorts(t)
-		router, err = transport.Bind(zctx, zmq.ROUTER, fmt.Sprintf("tcp://127.0.0.1:%d", p), transport.Options{})
+		router, err = transport.Bind(zctx, zmq.ROUTER, fmt.Sprintf("tcp://127.0.0.1:%d", p), transport.Options{SndHWM: 1 << 21}) // whole snapshots of 100,000 keys at once
 		if err != nil {
 			continue
 		}
@@ -136,7 +199,13 @@ func startFake(t testing.TB) *fakeServer {
 					continue
 				}
 				frames, _, err = transport.RecvMessage(router, zmq.DONTWAIT, nil)
-				if err != nil || len(frames) != 3 || string(frames[1]) != kvmsg.CmdSnapshot {
+				if err != nil || len(frames) < 3 || len(frames) > 4 || string(frames[1]) != kvmsg.CmdSnapshot {
+					continue
+				}
+				if len(frames) == 4 && !st.resume {
+					st.strayResume++
+				}
+				if len(frames) == 4 && st.dropResume {
 					continue
 				}
 				st.requests++
@@ -158,19 +227,45 @@ func startFake(t testing.TB) *fakeServer {
 				}
 				continue
 			}
+			var props []byte
+			if st.history != "" {
+				props = kvmsg.SetProp(nil, "history", st.history)
+			}
+			if st.resume && len(frames) == 4 {
+				st.resumeReqs = append(st.resumeReqs, string(frames[3]))
+				delta, reason := st.answerResume(frames[3], string(frames[2]))
+				if delta != nil {
+					for _, m := range delta {
+						_ = transport.SendMessage(router, append([][]byte{frames[0]}, m.Frames()...), 0)
+					}
+					since, _ := kvmsg.LookupProp(frames[3], kvmsg.PropSince)
+					if st.badSince {
+						since = []byte("1")
+					}
+					props = kvmsg.SetProp(kvmsg.SetProp(props, kvmsg.PropResume, kvmsg.ResumeDelta), kvmsg.PropSince, string(since))
+					end := kvmsg.Msg{Key: []byte(kvmsg.KeySnapshotEnd), Seq: st.seq, Props: props, Body: frames[2]}
+					st.replies = append(st.replies, string(props))
+					_ = transport.SendMessage(router, append([][]byte{frames[0]}, end.Frames()...), 0)
+					continue
+				}
+				props = kvmsg.SetProp(kvmsg.SetProp(props, kvmsg.PropResume, kvmsg.ResumeFull), kvmsg.PropReason, reason)
+			} else if st.resume {
+				props = kvmsg.SetProp(props, kvmsg.PropResume, kvmsg.ResumeOffered)
+			}
 			keys := make([]string, 0, len(st.kv))
 			for k := range st.kv {
 				keys = append(keys, k)
 			}
 			sort.Strings(keys)
 			for _, k := range keys {
+				if !strings.HasPrefix(k, string(frames[2])) {
+					continue
+				}
 				m := kvmsg.Msg{Key: []byte(k), Seq: st.seq, Body: []byte(st.kv[k])}
 				_ = transport.SendMessage(router, append([][]byte{frames[0]}, m.Frames()...), 0)
 			}
-			end := kvmsg.Msg{Key: []byte(kvmsg.KeySnapshotEnd), Seq: st.seq, Body: frames[2]}
-			if st.history != "" {
-				end.Props = kvmsg.SetProp(nil, "history", st.history)
-			}
+			end := kvmsg.Msg{Key: []byte(kvmsg.KeySnapshotEnd), Seq: st.seq, Props: props, Body: frames[2]}
+			st.replies = append(st.replies, string(props))
 			_ = transport.SendMessage(router, append([][]byte{frames[0]}, end.Frames()...), 0)
 		}
 	}()
@@ -199,7 +294,7 @@ func (f *fakeServer) state() (map[string]string, int64) {
 func (f *fakeServer) waitSame(t testing.TB, c *Client) {
 	t.Helper()
 	want, seq := f.state()
-	waitFor(t, 5*time.Second, fmt.Sprintf("client synced at %d", seq), func() bool {
+	waitFor(t, 20*time.Second, fmt.Sprintf("client synced at %d", seq), func() bool {
 		st := c.Stats()
 		return st.Synced && st.Seq == seq
 	})

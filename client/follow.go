@@ -64,7 +64,8 @@ func (o *owner) readSub() {
 			o.c.cnt.heartbeats.Add(1)
 			s.hugzSeen = true
 			unlock()
-			if o.heartbeat(m) {
+			o.noteAdvert(s.idx, m.Props)
+			if o.advertised() || o.heartbeat(m) {
 				return
 			}
 			continue
@@ -83,7 +84,7 @@ func (o *owner) readSub() {
 		o.noteEcho(m)
 
 		switch o.st {
-		case stConnecting, stSnapshot, stRetry:
+		case stConnecting, stAdvert, stSnapshot, stRetry:
 			if o.strict && rawGap {
 				o.missTop = max(o.missTop, m.Seq-1)
 			}
@@ -100,9 +101,9 @@ func (o *owner) readSub() {
 				continue // published before our snapshot, which holds it
 			}
 			if o.strict && m.Seq != o.lastApplied+1 {
-				o.c.cnt.gaps.Add(1)
 				unlock()
 				o.rejoin(fmt.Sprintf("updates %d..%d lost", o.lastApplied+1, m.Seq-1))
+				o.c.cnt.gaps.Add(1) // counted once Synced is false
 				return
 			}
 			o.lastApplied = m.Seq

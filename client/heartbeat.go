@@ -61,8 +61,8 @@ func (o *owner) heartbeat(m kvmsg.Msg) bool {
 		return false
 	}
 	if o.tailMark > o.lastApplied {
-		o.c.cnt.gaps.Add(1)
 		o.rejoin(fmt.Sprintf("server is at %d (HUGZ) but updates %d..%d never arrived", top, o.lastApplied+1, o.tailMark))
+		o.c.cnt.gaps.Add(1) // counted once Synced is false
 		return true
 	}
 	o.tailMark = top

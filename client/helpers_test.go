@@ -49,6 +49,13 @@ func startServer(t testing.TB, cfg server.Config) *testServer {
 // dial joins with a test logger and fast timeouts, closing at the end.
 func dial(t testing.TB, opts Options) *Client {
 	t.Helper()
+	return dialWithin(t, opts, 10*time.Second)
+}
+
+// dialWithin is dial waiting up to d for the first snapshot (large maps on
+// a loaded machine).
+func dialWithin(t testing.TB, opts Options, d time.Duration) *Client {
+	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = testLogger()
 	}
@@ -58,7 +65,7 @@ func dial(t testing.TB, opts Options) *Client {
 	if opts.JoinTimeout == 0 {
 		opts.JoinTimeout = time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	c, err := Dial(ctx, opts)
 	if err != nil {
@@ -117,9 +124,14 @@ func set(t testing.TB, push *zmq.Socket, key, value string) {
 // from the server at port: the reference a client must equal.
 func snapshotOf(t testing.TB, port int, subtree string) (map[string]string, int64) {
 	t.Helper()
+	return snapshotWithin(t, port, subtree, 10*time.Second)
+}
+
+func snapshotWithin(t testing.TB, port int, subtree string, within time.Duration) (map[string]string, int64) {
+	t.Helper()
 	p := newRawPeer(t)
 	d := p.connect(zmq.DEALER, fmt.Sprintf("tcp://127.0.0.1:%d", port), transport.Options{})
-	return testkit.SnapshotMap(t, d, subtree, 10*time.Second)
+	return testkit.SnapshotMap(t, d, subtree, within)
 }
 
 // waitFor polls cond every 5ms until it holds or d passes.
@@ -133,12 +145,19 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 // sequence: no silent divergence.
 func assertMatches(t testing.TB, c *Client, port int, subtree string) {
 	t.Helper()
+	assertMatchesWithin(t, c, port, subtree, 10*time.Second)
+}
+
+// assertMatchesWithin is assertMatches with d for each snapshot and for
+// the client to catch up (large maps on a loaded machine).
+func assertMatchesWithin(t testing.TB, c *Client, port int, subtree string, d time.Duration) {
+	t.Helper()
 	var want map[string]string
 	var seq int64
 	var snap *Snapshot
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(d)
 	for {
-		want, seq = snapshotOf(t, port, subtree)
+		want, seq = snapshotWithin(t, port, subtree, d)
 		st := c.Stats()
 		if st.Synced && st.Seq == seq {
 			// Updates still in flight may move the client on before its

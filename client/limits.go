@@ -13,6 +13,7 @@ const (
 	reasonKeyTooLong   = string(kvmsg.ReasonKeyTooLong)
 	reasonBodyTooLong  = string(kvmsg.ReasonBodyTooLong)
 	reasonPropsTooLong = string(kvmsg.ReasonPropsTooLong)
+	reasonResumeReply  = "resume_reply" // a delta reply that does not hold together
 )
 
 // drops counts messages from the server the client did not take, per

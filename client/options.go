@@ -140,6 +140,31 @@ type Options struct {
 	// MaxPending bounds the updates buffered while a snapshot streams
 	// (default 1<<20); a join that would need more is abandoned and retried.
 	MaxPending int
+	// NoResume turns the resume extension off: every re-join asks for a
+	// whole snapshot (the plain ICANHAZ?), as against the Guide's servers.
+	NoResume bool
+	// AdvertWait bounds how long a re-join to an endpoint the client has
+	// never heard from (a failover to another node) waits for the first
+	// HUGZ on its subscriber, which says whether that server can resume the
+	// client's history, before asking for a snapshot. Default: a third of
+	// HeartbeatTimeout (one of the server's heartbeat intervals at the
+	// default settings) plus 250ms, or 1.25s when HeartbeatTimeout is off;
+	// negative: never wait (such a re-join is a whole snapshot).
+	AdvertWait time.Duration
+	// Since, when above 0, makes the first join ask only for the updates
+	// after that sequence (clonecli watch --since): for a consumer that
+	// holds the state at Since elsewhere and wants what changed. The map
+	// starts empty as though it were that state: when the server resumes,
+	// it then holds only the keys changed after Since (deleted ones are
+	// absent), and watchers get EventResumed and those changes in order;
+	// when the server answers with a whole snapshot (Since is outside its
+	// retained history, or of another history), the map is that snapshot
+	// and watchers get EventFull and every key as an update. Later re-joins
+	// behave as always.
+	Since int64
+	// SinceHistory is the history id Since belongs to. Empty: the history
+	// the server advertises (learned from its first HUGZ).
+	SinceHistory string
 	// Logger receives the client's logs (quiet at info: joins, switches and
 	// re-joins only). Default slog.Default().
 	Logger *slog.Logger
@@ -214,6 +239,15 @@ func (o Options) withDefaults() (Options, []endpoint, error) {
 	}
 	if o.EventBuffer <= 0 {
 		o.EventBuffer = 1024
+	}
+	if o.AdvertWait == 0 {
+		o.AdvertWait = 1250 * time.Millisecond
+		if o.HeartbeatTimeout > 0 {
+			o.AdvertWait = o.HeartbeatTimeout/3 + 250*time.Millisecond
+		}
+	}
+	if o.Since < 0 {
+		return o, nil, fmt.Errorf("clonekv client: negative Since %d", o.Since)
 	}
 	if o.MaxPending <= 0 {
 		o.MaxPending = 1 << 20

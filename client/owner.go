@@ -18,6 +18,7 @@ type state int
 const (
 	stIdle       state = iota // no sockets: waiting for the backoff to pass
 	stConnecting              // sockets made; waiting for the SUB's handshake
+	stAdvert                  // handshake done; waiting (briefly) for a first HUGZ to learn whether the server can resume
 	stSnapshot                // ICANHAZ? sent; receiving KVSYNC until KTHXBAI
 	stRetry                   // the server refused the snapshot: asking again at retryAt
 	stFollowing               // applying updates as they come
@@ -61,15 +62,24 @@ type owner struct {
 	pending  []kvmsg.Msg // updates received while the snapshot streams
 	missTop  int64       // highest sequence known lost on the SUB during the join
 	joinFrom time.Time
-	joinMsgs int    // snapshot messages received in this join
-	joinHist string // the history property of the snapshot's KTHXBAI
+	askedAt  time.Time // when the request in flight was sent
+	joinMsgs int       // snapshot messages received in this join
+	joinHist string    // the history property of the snapshot's KTHXBAI
 	bad      badInput
+	rq       resumeReq // the request in flight: plain or resume
+	reply    []kvmsg.Msg
+	replyOK  bool          // reply holds every message of the reply so far (see readSnapshot)
+	replyTop int64         // the highest sequence in reply
+	joinLen  int64         // bytes of the reply so far
+	plainWhy string        // set: this join asks plainly, for this reason (a resume reply was unusable, Resync)
 	retryAt  time.Time     // stRetry: when to ask again
 	retry    time.Duration // the next refused-request backoff
 
 	lastApplied int64
 	history     string // the history id of the map held ("": unknown)
 	tailMark    int64  // a HUGZ said the server was here, above lastApplied
+
+	adverts []advert // per endpoint: what it said about resume
 
 	watchers map[*watcher]struct{}
 	waiters  map[[16]byte]*waiter
@@ -83,6 +93,8 @@ func newOwner(c *Client, wakeRx *zmq.Socket) *owner {
 		strict:   c.opts.Filter == FilterLocal || c.opts.Subtree == "",
 		syncedEP: -1, backoff: backoffFirst, retry: retryFirst,
 		watchers: make(map[*watcher]struct{}), waiters: make(map[[16]byte]*waiter),
+		adverts: make([]advert, len(c.eps)),
+		history: c.opts.SinceHistory, lastApplied: c.opts.Since,
 	}
 	return o
 }
@@ -101,7 +113,6 @@ func (o *owner) run() {
 			o.open()
 		}
 		if o.st == stRetry && !now.Before(o.retryAt) {
-			o.next, o.joinMsgs = kvmap.New(), 0
 			o.requestSnapshot()
 		}
 		o.flushHeld()
@@ -167,7 +178,7 @@ func (o *owner) pollTimeout(now time.Time) time.Duration {
 	switch o.st {
 	case stIdle:
 		d = min(d, o.backoffUntil.Sub(now))
-	case stConnecting, stSnapshot:
+	case stConnecting, stAdvert, stSnapshot:
 		d = min(d, o.deadline.Sub(now))
 	case stRetry:
 		d = min(d, o.retryAt.Sub(now), o.deadline.Sub(now))
@@ -185,6 +196,11 @@ func (o *owner) checkDeadlines(now time.Time) {
 		if now.After(o.deadline) {
 			o.c.cnt.timeouts.Add(1)
 			o.fail(fmt.Sprintf("no connection to %s within %v", o.sess.ep.name, o.o.JoinTimeout), true)
+		}
+	case stAdvert:
+		if now.After(o.deadline) {
+			o.log.Debug("no HUGZ before asking: a whole snapshot", "server", o.sess.ep.name)
+			o.requestSnapshot()
 		}
 	case stSnapshot, stRetry:
 		if now.After(o.deadline) {
@@ -235,7 +251,7 @@ func (o *owner) readMonitor() {
 		case zmq.EVENT_HANDSHAKE_SUCCEEDED:
 			s.subReady = true
 			if o.st == stConnecting {
-				o.requestSnapshot()
+				o.ask()
 			}
 		case zmq.EVENT_CONNECT_RETRIED:
 			if !s.subReady {

@@ -31,7 +31,7 @@ func (o *owner) handleRequests() {
 			delete(o.waiters, r.uuid)
 		case resyncReq:
 			if o.st == stFollowing {
-				o.rejoin("requested by the application")
+				o.refetch("requested by the application")
 			}
 		}
 	}

@@ -57,7 +57,7 @@ func commands() []command {
 		{"get", "KEY [--json]", "print the value stored under KEY (exit 3 if there is none)", cmdGet},
 		{"set", "KEY VALUE [--ttl 30s]", "set KEY to VALUE and wait until the server has published it", cmdSet},
 		{"del", "KEY", "delete KEY and wait until the server has published the delete", cmdDel},
-		{"watch", "[SUBTREE] [--json]", "print one line per event (update, delete, resync, server switch) until interrupted", cmdWatch},
+		{"watch", "[SUBTREE] [--json] [--since SEQ] [--stats 10s]", "print one line per event (update, delete, resync, resumed, full, server switch) until interrupted; --since: first what changed after SEQ", cmdWatch},
 		{"dump", "[SUBTREE] [--json]", "print the keys under SUBTREE as key<TAB>value lines", cmdDump},
 		{"demo", "[--subtree /client/] [--interval 1s]", "the Guide's Model Five client: set a random key with a random ttl every interval, print what arrives", cmdDemo},
 		{"keygen", "NAME [--dir .]", "write a CURVE key pair: NAME.key (secret, mode 0600) and NAME.pub (give it to the other side)", cmdKeygen},
@@ -228,19 +228,6 @@ func (inv *invocation) newClient(subtree string, filter client.Filter) (*client.
 		return nil, &usageError{err.Error()}
 	}
 	return c, nil
-}
-
-// newWatchingClient is newClient with a watch registered from the start.
-func (inv *invocation) newWatchingClient(ctx context.Context, subtree string, filter client.Filter) (*client.Client, <-chan client.Event, error) {
-	opts, err := inv.options(subtree, filter)
-	if err != nil {
-		return nil, nil, err
-	}
-	c, events, err := client.NewWatching(ctx, opts)
-	if err != nil {
-		return nil, nil, &usageError{err.Error()}
-	}
-	return c, events, nil
 }
 
 // Dial joins the server for subtree within --timeout, with an error a

@@ -90,30 +90,60 @@ func writeAndConfirm(inv *invocation, key string, write func(context.Context, *c
 	return nil
 }
 
-// cmdWatch: watch [SUBTREE] [--json]. Prints events until interrupted; the
-// first line is the join's resync-done.
+// cmdWatch: watch [SUBTREE] [--json] [--since SEQ [--since-history ID]]
+// [--stats D]. Prints events until interrupted; the first line is the
+// join's resync-done, or with --since the changes after SEQ first.
 func cmdWatch(inv *invocation) error {
 	asJSON := inv.Flags.Bool("json", false, "print JSON lines")
+	since := inv.Flags.Int64("since", 0, "first print what changed after sequence SEQ (a delta when the server retains it, else the snapshot's keys changed after SEQ), then follow")
+	sinceHistory := inv.Flags.String("since-history", "", "with --since: the history id SEQ belongs to (default: the server's)")
+	statsEvery := inv.Flags.Duration("stats", 0, "print the client's counters (joins, resumes, full re-syncs by reason, bytes) to stderr every interval; 0: never")
 	args, err := inv.Parse(0, 1)
 	if err != nil {
 		return err
+	}
+	switch {
+	case *since < 0:
+		return &usageError{"--since must not be negative"}
+	case *sinceHistory != "" && *since == 0:
+		return &usageError{"--since-history needs --since"}
+	case *statsEvery < 0:
+		return &usageError{"--stats must not be negative"}
 	}
 	subtree := ""
 	if len(args) == 1 {
 		subtree = args[0]
 	}
-	return follow(inv, subtree, *asJSON, nil)
+	var tick *ticker
+	if *statsEvery > 0 {
+		tick = &ticker{every: *statsEvery, fn: func(c *client.Client) { writeStats(inv.Stderr, c.Stats()) }}
+	}
+	return follow(inv, subtree, *asJSON, tick, sinceFrom{seq: *since, history: *sinceHistory})
+}
+
+// sinceFrom is watch --since: the first join asks for the changes after seq.
+type sinceFrom struct {
+	seq     int64
+	history string
 }
 
 // follow joins subtree and prints every event until interrupted, calling
-// tick (if any) from the same loop every interval.
-func follow(inv *invocation, subtree string, asJSON bool, tick *ticker) error {
+// tick (if any) from the same loop every interval. With since, the first
+// join prints the changes after since.seq: the server's delta, or, when it
+// sends a whole snapshot instead, that snapshot's keys set after since.seq
+// (and a warning on stderr that deletes cannot be shown).
+func follow(inv *invocation, subtree string, asJSON bool, tick *ticker, since sinceFrom) error {
 	ctx, cancel := context.WithCancel(inv.Ctx)
 	defer cancel()
-	// Watching from the start: the join's resync-done is the first line.
-	c, events, err := inv.newWatchingClient(ctx, subtree, client.FilterLocal)
+	opts, err := inv.options(subtree, client.FilterLocal)
 	if err != nil {
 		return err
+	}
+	opts.Since, opts.SinceHistory = since.seq, since.history
+	// Watching from the start: the join's resync-done is the first line.
+	c, events, err := client.NewWatching(ctx, opts)
+	if err != nil {
+		return &usageError{err.Error()}
 	}
 	defer c.Close()
 	if err := inv.waitSynced(c); err != nil {
@@ -125,11 +155,27 @@ func follow(inv *invocation, subtree string, asJSON bool, tick *ticker) error {
 		defer t.Stop()
 		tc = t.C
 	}
+	first := since.seq > 0 // still in the --since join
+	filter := false        // the --since join was answered with a whole snapshot
 	for {
 		select {
 		case ev, ok := <-events:
 			if !ok {
 				return nil // interrupted
+			}
+			if first {
+				switch ev.Type {
+				case client.EventFull:
+					filter = true
+					fmt.Fprintf(inv.Stderr, "clonecli watch: the server sent a whole snapshot at %d, not the changes after %d (%s): "+
+						"printing its keys set after %d; keys deleted after %d cannot be shown\n", ev.Seq, since.seq, fullWhy(ev.Reason), since.seq, since.seq)
+				case client.EventUpdate:
+					if filter && ev.Seq <= since.seq {
+						continue
+					}
+				case client.EventResyncDone:
+					first = false
+				}
 			}
 			if err := writeEvent(inv.Stdout, ev, asJSON); err != nil {
 				return fmt.Errorf("write: %w", err)
@@ -140,6 +186,23 @@ func follow(inv *invocation, subtree string, asJSON bool, tick *ticker) error {
 			return nil
 		}
 	}
+}
+
+// fullWhy explains a full re-sync's reason word to a shell user.
+func fullWhy(reason string) string {
+	switch reason {
+	case "compacted":
+		return "compacted: it no longer retains the updates after that sequence"
+	case "ahead":
+		return "ahead: that sequence is above the server's own"
+	case "history", "other_history":
+		return reason + ": the sequence belongs to another history (the server's data was replaced)"
+	case "not_offered":
+		return "not_offered: this server does not offer resume"
+	case "bad_request":
+		return "bad_request: the server could not read the request"
+	}
+	return reason
 }
 
 type ticker struct {
@@ -202,5 +265,5 @@ func cmdDemo(inv *invocation) error {
 		if err := c.Set(key, []byte(value), ttl); err != nil {
 			inv.log.Warn("demo update not sent", "key", key, "err", err)
 		}
-	}})
+	}}, sinceFrom{})
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,7 @@ func text(s string) string {
 type record struct {
 	Type        string `json:"type,omitempty"`
 	Seq         int64  `json:"seq,omitempty"`
+	Since       int64  `json:"since,omitempty"` // resumed: the sequence resumed after
 	Key         string `json:"key,omitempty"`
 	Value       string `json:"value,omitempty"`
 	ValueBase64 []byte `json:"value_base64,omitempty"` // when the value is not UTF-8
@@ -60,7 +62,7 @@ func writeJSON(w io.Writer, r record) error {
 func writeEvent(w io.Writer, ev client.Event, asJSON bool) error {
 	if asJSON {
 		r := record{Type: ev.Type.String(), Seq: ev.Seq, Key: ev.Key, TTL: int64(ev.TTL / time.Second),
-			Reason: ev.Reason, Server: ev.Server, From: ev.From, Lost: ev.Lost}
+			Reason: ev.Reason, Server: ev.Server, From: ev.From, Lost: ev.Lost, Since: ev.Since}
 		if ev.Type == client.EventUpdate {
 			r.setValue(ev.Value)
 		}
@@ -88,9 +90,27 @@ func writeEvent(w io.Writer, ev client.Event, asJSON bool) error {
 		line = fmt.Sprintf("lost %d events (output too slow)", ev.Lost)
 	case client.EventReset:
 		line = fmt.Sprintf("reset %d %s (the server holds another map: what follows is all of it)", ev.Seq, ev.Reason)
+	case client.EventResumed:
+		line = fmt.Sprintf("resumed %d after %d from %s (what follows up to resync-done is every change missed)", ev.Seq, ev.Since, ev.Server)
+	case client.EventFull:
+		line = fmt.Sprintf("full %d %s (a whole snapshot replaced the map: what follows up to resync-done are the differences)", ev.Seq, ev.Reason)
 	default:
 		line = ev.Type.String()
 	}
 	_, err := io.WriteString(w, line+"\n")
 	return err
+}
+
+// writeStats prints the client's counters as one line (watch --stats).
+func writeStats(w io.Writer, st client.Stats) {
+	reasons := make([]string, 0, len(st.FullReasons))
+	for r, n := range st.FullReasons {
+		reasons = append(reasons, fmt.Sprintf("%s:%d", r, n))
+	}
+	sort.Strings(reasons)
+	lj := st.LastJoin
+	fmt.Fprintf(w, "stats server=%s synced=%v seq=%d keys=%d joins=%d resumes=%d full=%d full_reasons=%s rejoin_messages=%d rejoin_bytes=%d "+
+		"last_join=%s last_join_messages=%d last_join_bytes=%d last_join_took=%v gaps=%d disconnects=%d refused=%d lost_events=%d\n",
+		st.Server, st.Synced, st.Seq, st.Keys, st.Joins, st.Resumes, st.FullResyncs, strings.Join(reasons, ","), st.RejoinMessages, st.RejoinBytes,
+		lj.Kind, lj.Messages, lj.Bytes, lj.Took.Round(time.Millisecond), st.Gaps, st.Disconnects, st.Refused, st.EventsLost)
 }

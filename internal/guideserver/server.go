@@ -82,6 +82,10 @@ type Stats struct {
 	Snapshots int64 // KTHXBAIs sent
 	Hugz      int64
 	Dropped   int64 // input the Go servers would have stopped on
+	// LongRequests counts ICANHAZ? with frames after the subtree (a resume
+	// request): served as a plain one here, misparsed by the C servers, so
+	// a clonekv client must never send one to a Guide server.
+	LongRequests int64
 }
 
 // Server is a running Guide-like server. One goroutine owns its sockets.
@@ -225,6 +229,9 @@ func (s *Server) snapshot(st *state, router *zmq.Socket) {
 	if len(frames) < 3 || string(frames[1]) != "ICANHAZ?" {
 		s.count(func(c *Stats) { c.Dropped++ })
 		return
+	}
+	if len(frames) > 3 {
+		s.count(func(c *Stats) { c.LongRequests++ })
 	}
 	id, subtree := frames[0], string(frames[2])
 	for _, m := range st.kvmap {
