@@ -31,14 +31,15 @@ type Source interface {
 type statsCollector struct {
 	src Source
 
-	accepted, published, rejected, expirations, hugz           *prometheus.Desc
-	sequence, keys, backlog, inFlight                          *prometheus.Desc
-	snapshots, snapshotKeys, snapshotSeconds, snapshotsAborted *prometheus.Desc
-	connections, connAccepted, handshakes, handshakesFailed    *prometheus.Desc
-	hQueued, hLag, hHandled, hDropped, hPanics, hBusy          *prometheus.Desc
-	streamsStalled, snapshotsWaiting, pinnedViewAge            *prometheus.Desc
-	snapshotAborts, snapshotRefusals                           *prometheus.Desc
-	connClosed                                                 *prometheus.Desc
+	accepted, published, rejected, expirations, hugz             *prometheus.Desc
+	sequence, keys, backlog, inFlight                            *prometheus.Desc
+	snapshots, snapshotKeys, snapshotSeconds, snapshotsAborted   *prometheus.Desc
+	connections, connAccepted, handshakes, handshakesFailed      *prometheus.Desc
+	hQueued, hLag, hHandled, hDropped, hPanics, hBusy            *prometheus.Desc
+	streamsStalled, snapshotsWaiting, pinnedViewAge              *prometheus.Desc
+	snapshotAborts, snapshotRefusals                             *prometheus.Desc
+	connClosed                                                   *prometheus.Desc
+	expiryBacklog, expiryIndexKeys, expiriesProposed, expiryRate *prometheus.Desc
 	// The raft log (README "Durability").
 	raftCommit, raftApplied, raftSnapIndex, raftSnapTime, raftLogEntries, raftDisk, notStored, logFailed *prometheus.Desc
 }
@@ -86,6 +87,10 @@ func newStatsCollector(src Source) *statsCollector {
 		raftDisk:         d("data_dir_bytes", "Disk space used by the data directory (0 with --memory)."),
 		notStored:        d("updates_not_stored_total", "Updates dropped because the log could not store them."),
 		logFailed:        d("log_failed", "1 once the log failed to store an update: the server no longer accepts updates."),
+		expiryBacklog:    d("expiry_backlog", "Keys whose ttl has passed and whose expiry is not committed yet (proposed or waiting for the expiry rate), sampled every reaper tick."),
+		expiryIndexKeys:  d("expiry_index_keys", "Keys with a ttl in the reaper's expiry index."),
+		expiriesProposed: d("expiries_proposed_total", "Expiries the reaper proposed to the log (a key whose batch was dropped is proposed again)."),
+		expiryRate:       d("expiry_rate_limit", "The bound on expiries proposed per second (--expiry-rate; 0: none)."),
 	}
 }
 
@@ -97,6 +102,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.hQueued, c.hLag, c.hHandled, c.hDropped, c.hPanics, c.hBusy,
 		c.streamsStalled, c.snapshotsWaiting, c.pinnedViewAge, c.snapshotAborts, c.snapshotRefusals, c.connClosed,
 		c.raftCommit, c.raftApplied, c.raftSnapIndex, c.raftSnapTime, c.raftLogEntries, c.raftDisk, c.notStored, c.logFailed,
+		c.expiryBacklog, c.expiryIndexKeys, c.expiriesProposed, c.expiryRate,
 	} {
 		ch <- d
 	}
@@ -147,6 +153,10 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		failed = 1
 	}
 	gauge(c.logFailed, failed)
+	gauge(c.expiryBacklog, st.ExpiryBacklog.Load())
+	gauge(c.expiryIndexKeys, st.ExpiryIndexKeys.Load())
+	counter(c.expiriesProposed, st.ExpiriesProposed.Load())
+	gauge(c.expiryRate, st.ExpiryRate.Load())
 	for _, p := range c.src.Peers() {
 		gauge(c.connections, p.Connected, p.Socket)
 		counter(c.connAccepted, p.Accepted, p.Socket)
