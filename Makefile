@@ -82,7 +82,8 @@ bench-quick: deps
 	$(BIN)/clonebench --quick --json bench/results/quick.json --chart bench/results/quick.html
 
 # soak: the reliability battery at full size without the race detector
-# (10 s flood, 2,000 clients, 10,000 cycles), then the bounded soak: SOAK
+# (10 s flood, 2,000 clients, 10,000 cycles), the 200,000-key mass expiry,
+# then the bounded soak: SOAK
 # of mixed load (5m by default; SOAK=30m to extend), the server's RSS and
 # goroutines sampled every SOAK_SAMPLE and printed as a table.
 SOAK         ?= 5m
@@ -90,6 +91,7 @@ SOAK_SAMPLE  ?= 10s
 SOAK_TIMEOUT ?= 3h
 soak: deps
 	$(GO) test -count=1 -timeout 10m ./reliability/
+	$(GO) test -tags soak -count=1 -timeout 10m -run '^TestMassExpirySoak$$' -v ./durability/
 	SOAK=$(SOAK) SOAK_SAMPLE=$(SOAK_SAMPLE) $(GO) test -tags soak -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak$$' -v ./reliability/
 
 # install: the commands into $(PREFIX)/bin (deploy/clonesrv.service expects

@@ -14,12 +14,13 @@ import (
 	"github.com/clonekv/clonekv/client"
 	"github.com/clonekv/clonekv/internal/testkit"
 	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/server"
 	"github.com/clonekv/clonekv/transport"
 )
 
 // TestMassExpiryPaced is behaviour 2 of issue 11 at a reduced size (the
 // full 200,000 keys run in make soak, TestMassExpirySoak): 30,000 keys with
-// the same ttl expire together. A raw subscriber at the default high-water
+// the same ttl expire together (all due when the server starts). A raw subscriber at the default high-water
 // marks (server --pub-hwm 10000, its own ZMQ_RCVHWM 1000) that keeps reading
 // sees every sequence, a clonekv client following everything never
 // re-joins, and updates sent while the expiries stream are published within
@@ -34,6 +35,7 @@ func TestMassExpiryPaced(t *testing.T) {
 type stormResult struct {
 	n          int
 	sub        subStats
+	slow       subStats // the raw subscriber that reads at twice the default expiry rate
 	client     client.Stats
 	clientKeys int
 	probes     int
@@ -42,59 +44,67 @@ type stormResult struct {
 	setFor     time.Duration // how long setting the keys took
 }
 
-// expiryStorm sets n keys with the same ttl in one burst (nobody following
-// yet), then connects a raw subscriber and a clonekv client and lets the
-// keys expire together, sending a probe update every 50ms meanwhile.
+// expiryStorm makes n keys with the same ttl expire together: it sets
+// them with a ttl of 1 s on a server whose reaper does not run (--reap-interval
+// 1h, so no load makes the burst outlast the ttl), stops it, waits until
+// every deadline has passed and starts it again on the same data directory
+// with the given flags: there every key is due at once. A raw subscriber
+// connected before the restart, and a clonekv client that joins after it,
+// follow the storm; a probe update is sent every 50ms meanwhile.
 func expiryStorm(t *testing.T, n int, extra ...string) stormResult {
 	t.Helper()
-	// The ttl covers the burst of sets and the joins after it: every key
-	// must still be there when the subscribers are ready.
-	ttl := 4 + n/25_000
 	dir, port := t.TempDir(), testkit.FreePorts(t)
 	s := newSockets(t, port)
-	p := start(t, dir, port, extra...)
+	p := start(t, dir, port, "--reap-interval", "1h")
 	probes := newProbeSub(t, port)
 	waitFor(t, 10*time.Second, "the probe subscriber connected", probes.heard)
 	push := s.connect(zmq.PUSH, 2)
 	push.SetSndhwm(100_000)
 	began := time.Now()
 	for i := range n {
-		set(t, push, fmt.Sprintf("/x/%06d", i), "v", ttl)
+		set(t, push, fmt.Sprintf("/x/%06d", i), "v", 1)
 	}
 	set(t, push, "/probe/ready", "v", 0)
-	waitFor(t, 60*time.Second, "the keys stored", func() bool { return probes.seen("/probe/ready") })
+	waitFor(t, 5*time.Minute, "the keys stored", func() bool { return probes.seen("/probe/ready") })
 	setFor := time.Since(began)
+	sub := startRawSub(t, port, 0)
+	slow := startRawSub(t, port, 2*server.DefaultExpiryRate)
+	waitFor(t, 10*time.Second, "the raw subscribers connected", func() bool { return sub.heard() && slow.heard() })
+	p.term(t)
+	stopped := time.Now()
+	waitFor(t, 10*time.Second, "every deadline passed", func() bool { return time.Since(stopped) > 1500*time.Millisecond })
 
-	sub := startRawSub(t, port)
-	waitFor(t, 10*time.Second, "the raw subscriber connected", sub.heard)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Both subscribers reconnect by themselves; the storm starts once the
+	// log is replayed.
+	p = start(t, dir, port, extra...)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := client.Dial(ctx, client.Options{Endpoints: []string{fmt.Sprintf("tcp://127.0.0.1:%d", port)}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("client: %v", err)
 	}
 	defer c.Close()
-	if st := c.Stats(); st.Keys < n {
-		t.Fatalf("the client joined with %d keys after %v, want %d: the ttl (%ds) passed before the subscribers were ready", st.Keys, time.Since(began), n+1, ttl)
-	}
-
-	// The storm: probe every 50ms until the raw subscriber has seen every
-	// expiry (bounded by time).
-	waitFor(t, time.Duration(ttl+30)*time.Second, "the first expiry", func() bool { return sub.stats().deletes > 0 })
+	waitFor(t, time.Minute, "the first expiry", func() bool { return sub.stats().deletes > 0 })
 	deadline := time.Now().Add(5 * time.Minute)
 	sent := 0
 	for sub.stats().deletes < n && time.Now().Before(deadline) {
-		probes.sent(fmt.Sprintf("/probe/%04d", sent))
-		set(t, push, fmt.Sprintf("/probe/%04d", sent), "v", 0)
+		key := fmt.Sprintf("/probe/%04d", sent)
+		probes.sent(key)
+		set(t, push, key, "v", 0)
 		sent++
 		time.Sleep(50 * time.Millisecond) // the probes' pace, not a wait for a condition
 	}
-	waitFor(t, time.Minute, "every expiry at the raw subscriber", func() bool { return sub.stats().deletes >= n })
-	waitFor(t, 10*time.Second, "every probe published", func() bool { return probes.count() >= sent })
-	waitFor(t, 30*time.Second, "the client caught up", func() bool {
-		return c.Stats().Keys == sent+1 || c.Stats().Resyncs > 0
+	waitFor(t, time.Minute, "every expiry at the raw subscribers", func() bool {
+		a, b := sub.stats(), slow.stats()
+		return (a.deletes >= n || a.gaps > 0) && (b.deletes >= n || b.gaps > 0)
 	})
-	r := stormResult{n: n, sub: sub.stop(), client: c.Stats(), clientKeys: c.Stats().Keys, probes: sent, setFor: setFor}
+	waitFor(t, 30*time.Second, "every probe published", func() bool { return probes.count() >= sent })
+	waitFor(t, time.Minute, "the client caught up", func() bool {
+		st := c.Stats()
+		return st.Keys == sent+1 || st.Resyncs > 0
+	})
+	r := stormResult{n: n, sub: sub.stop(), slow: slow.stop(), client: c.Stats(), probes: sent, setFor: setFor}
+	r.clientKeys = r.client.Keys
 	r.probeMax = probes.max()
 	r.spread = r.sub.lastDelete.Sub(r.sub.firstDelete)
 	p.term(t)
@@ -104,14 +114,21 @@ func expiryStorm(t *testing.T, n int, extra ...string) stormResult {
 // check asserts behaviour 2 and logs the figures.
 func (r stormResult) check(t *testing.T, probeBound time.Duration) {
 	t.Helper()
-	t.Logf("%d keys set in %v; expired over %v (%.0f/s) at the raw subscriber: %d messages, %d gaps (%d lost); client: joins %d, resyncs %d, gaps %d; %d probes, slowest published after %v",
-		r.n, r.setFor.Round(time.Millisecond), r.spread.Round(time.Millisecond), float64(r.n)/r.spread.Seconds(),
-		r.sub.msgs, r.sub.gaps, r.sub.lost, r.client.Joins, r.client.Resyncs, r.client.Gaps, r.probes, r.probeMax.Round(time.Millisecond))
-	if r.sub.gaps > 0 {
-		t.Errorf("raw subscriber at the default HWM: %d gaps, %d updates lost (first at sequence %d)", r.sub.gaps, r.sub.lost, r.sub.firstGap)
-	}
-	if r.sub.deletes != r.n {
-		t.Errorf("raw subscriber saw %d expiries, want %d", r.sub.deletes, r.n)
+	t.Logf("%d keys set in %v; expired over %v (%.0f/s) at the raw subscriber: %d messages, %d gaps (%d lost); "+
+		"at the one reading at most %d/s: over %v, %d gaps (%d lost); client: joins %d, resyncs %d, gaps %d; %d probes, slowest published after %v",
+		r.n, r.setFor.Round(time.Millisecond), r.spread.Round(time.Millisecond), float64(r.n)/r.spread.Seconds(), r.sub.msgs, r.sub.gaps, r.sub.lost,
+		2*server.DefaultExpiryRate, r.slow.lastDelete.Sub(r.slow.firstDelete).Round(time.Millisecond), r.slow.gaps, r.slow.lost,
+		r.client.Joins, r.client.Resyncs, r.client.Gaps, r.probes, r.probeMax.Round(time.Millisecond))
+	for _, s := range []struct {
+		name string
+		st   subStats
+	}{{"raw subscriber", r.sub}, {"raw subscriber reading at twice the expiry rate", r.slow}} {
+		if s.st.gaps > 0 {
+			t.Errorf("%s at the default HWM: %d gaps, %d updates lost (first at sequence %d)", s.name, s.st.gaps, s.st.lost, s.st.firstGap)
+		}
+		if s.st.deletes != r.n {
+			t.Errorf("%s saw %d expiries, want %d", s.name, s.st.deletes, r.n)
+		}
 	}
 	if r.client.Joins != 1 || r.client.Resyncs != 0 {
 		t.Errorf("client following everything: %d joins, %d re-joins (gaps %d, last error %q), want 1 join and none", r.client.Joins, r.client.Resyncs, r.client.Gaps, r.client.LastError)
@@ -140,14 +157,15 @@ type subStats struct {
 // fast as it can on its own goroutine, which creates, uses and closes it,
 // and checks the sequence of every update.
 type rawSub struct {
+	rate int // messages per second at most (0: as fast as it can)
 	mu   sync.Mutex
 	st   subStats
 	quit chan struct{}
 	done chan struct{}
 }
 
-func startRawSub(t *testing.T, port int) *rawSub {
-	r := &rawSub{quit: make(chan struct{}), done: make(chan struct{})}
+func startRawSub(t *testing.T, port, rate int) *rawSub {
+	r := &rawSub{rate: rate, quit: make(chan struct{}), done: make(chan struct{})}
 	ready := make(chan error, 1)
 	go r.run(port, ready)
 	if err := <-ready; err != nil {
@@ -176,6 +194,7 @@ func (r *rawSub) run(port int, ready chan<- error) {
 	poller.Add(sock, zmq.POLLIN)
 	rx := transport.NewReceiver(sock)
 	var last int64
+	var first time.Time
 	for {
 		select {
 		case <-r.quit:
@@ -185,8 +204,18 @@ func (r *rawSub) run(port int, ready chan<- error) {
 		if polled, err := poller.Poll(50 * time.Millisecond); err != nil || len(polled) == 0 {
 			continue
 		}
+		if r.rate > 0 {
+			// A reader of r.rate messages a second: ahead of that pace
+			// it waits (its pace, not a wait for a condition).
+			if first.IsZero() {
+				first = time.Now()
+			}
+			if ahead := time.Until(first.Add(time.Duration(r.stats().msgs) * time.Second / time.Duration(r.rate))); ahead > 0 {
+				time.Sleep(ahead)
+			}
+		}
 		r.mu.Lock()
-		for range 1000 {
+		for range 100 {
 			frames, _, err := rx.Recv(zmq.DONTWAIT)
 			if err != nil {
 				break
