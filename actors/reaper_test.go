@@ -288,3 +288,59 @@ func TestReaperRate(t *testing.T) {
 		t.Errorf("rate gauge %d, want 1000", r)
 	}
 }
+
+// TestExpiryIndexAgainstAMap: random sets, overwrites, deletes and pops
+// (enough to grow the table and compact the key arena) agree with a plain
+// map's answers.
+func TestExpiryIndexAgainstAMap(t *testing.T) {
+	var x expiryIndex
+	type want struct{ seq, at int64 }
+	model := map[string]want{}
+	rng := uint64(42)
+	next := func(n int) int { rng = rng*6364136223846793005 + 1442695040888963407; return int(rng>>33) % n }
+	now := int64(0)
+	for step := range 200_000 {
+		key := fmt.Sprintf("/k/%d/%s", next(5000), string(make([]byte, next(40))))
+		switch op := next(10); {
+		case op < 6:
+			at := now + int64(next(1000))
+			x.push(key, int64(step), at)
+			model[key] = want{int64(step), at}
+		case op < 8:
+			x.removeKey([]byte(key))
+			delete(model, key)
+		default:
+			now += int64(next(50))
+			var last int64 = -1 << 62
+			x.popDue(now, next(20), func(k string, seq, at int64) {
+				w, ok := model[k]
+				if !ok || w.seq != seq || w.at != at || at > now || at < last {
+					t.Fatalf("step %d: popped %q seq %d at %d (now %d, previous %d), model has %+v %v", step, k, seq, at, now, last, w, ok)
+				}
+				last = at
+				delete(model, k)
+			})
+		}
+		if x.Len() != len(model) {
+			t.Fatalf("step %d: index holds %d keys, model %d", step, x.Len(), len(model))
+		}
+		if step%1000 == 0 {
+			due := 0
+			for k, w := range model {
+				if !x.has(k) {
+					t.Fatalf("step %d: %q missing", step, k)
+				}
+				if w.at <= now {
+					due++
+				}
+			}
+			if got := x.countDue(now); got != due {
+				t.Fatalf("step %d: countDue %d, want %d", step, got, due)
+			}
+		}
+	}
+	rest := pop(&x, time.Unix(0, 1<<62), 1<<30)
+	if len(rest) != len(model) || x.Len() != 0 {
+		t.Fatalf("%d popped at the end, model %d, index left %d", len(rest), len(model), x.Len())
+	}
+}
