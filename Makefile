@@ -83,7 +83,8 @@ bench-quick: deps
 
 # soak: the reliability battery at full size without the race detector
 # (10 s flood, 2,000 clients, 10,000 cycles), the herds (300 joiners of a
-# 100,000-key map; 300 clients across a restart), then the bounded soak: SOAK
+# 100,000-key map; 300 clients across a restart), the 200,000-key mass
+# expiry, then the bounded soak: SOAK
 # of mixed load (5m by default; SOAK=30m to extend), the server's RSS and
 # goroutines sampled every SOAK_SAMPLE and printed as a table.
 SOAK         ?= 5m
@@ -92,6 +93,7 @@ SOAK_TIMEOUT ?= 3h
 soak: deps
 	$(GO) test -count=1 -timeout 10m ./reliability/
 	$(GO) test -tags soak -count=1 -timeout 30m -run '^(TestJoinHerd|TestHerdRestart)$$' -v ./reliability/
+	$(GO) test -tags soak -count=1 -timeout 10m -run '^TestMassExpirySoak$$' -v ./durability/
 	SOAK=$(SOAK) SOAK_SAMPLE=$(SOAK_SAMPLE) $(GO) test -tags soak -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak$$' -v ./reliability/
 
 # install: the commands into $(PREFIX)/bin (deploy/clonesrv.service expects

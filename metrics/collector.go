@@ -34,14 +34,15 @@ type Source interface {
 type statsCollector struct {
 	src Source
 
-	accepted, published, rejected, expirations, hugz           *prometheus.Desc
-	sequence, keys, backlog, inFlight                          *prometheus.Desc
-	snapshots, snapshotKeys, snapshotSeconds, snapshotsAborted *prometheus.Desc
-	connections, connAccepted, handshakes, handshakesFailed    *prometheus.Desc
-	hQueued, hLag, hHandled, hDropped, hPanics, hBusy          *prometheus.Desc
-	streamsStalled, snapshotsWaiting, pinnedViewAge            *prometheus.Desc
-	snapshotAborts, snapshotRefusals                           *prometheus.Desc
-	connClosed                                                 *prometheus.Desc
+	accepted, published, rejected, expirations, hugz             *prometheus.Desc
+	sequence, keys, backlog, inFlight                            *prometheus.Desc
+	snapshots, snapshotKeys, snapshotSeconds, snapshotsAborted   *prometheus.Desc
+	connections, connAccepted, handshakes, handshakesFailed      *prometheus.Desc
+	hQueued, hLag, hHandled, hDropped, hPanics, hBusy            *prometheus.Desc
+	streamsStalled, snapshotsWaiting, pinnedViewAge              *prometheus.Desc
+	snapshotAborts, snapshotRefusals                             *prometheus.Desc
+	connClosed                                                   *prometheus.Desc
+	expiryBacklog, expiryIndexKeys, expiriesProposed, expiryRate *prometheus.Desc
 	// The raft log (README "Durability").
 	raftCommit, raftApplied, raftSnapIndex, raftSnapTime, raftLogEntries, raftDisk, notStored, logFailed *prometheus.Desc
 	// The resume extension (README "Protocol additions").
@@ -97,6 +98,10 @@ func newStatsCollector(src Source) *statsCollector {
 		windowSeqs:       d("resume_window_sequences", "Updates held in the resume window: its span in sequences (a client that missed fewer resumes)."),
 		windowSecs:       d("resume_window_seconds", "Age of the oldest update in the resume window (0: empty)."),
 		windowBytes:      d("resume_window_bytes", "Bytes the resume window's updates take (frames plus a 32-byte index entry each); bounded by --resume-window."),
+		expiryBacklog:    d("expiry_backlog", "Keys whose ttl has passed and whose expiry is not committed yet (proposed or waiting for the expiry rate), sampled every reaper tick."),
+		expiryIndexKeys:  d("expiry_index_keys", "Keys with a ttl in the reaper's expiry index."),
+		expiriesProposed: d("expiries_proposed_total", "Expiries the reaper proposed to the log (a key whose batch was dropped is proposed again)."),
+		expiryRate:       d("expiry_rate_limit", "The bound on expiries proposed per second (--expiry-rate; 0: none)."),
 	}
 }
 
@@ -109,6 +114,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.streamsStalled, c.snapshotsWaiting, c.pinnedViewAge, c.snapshotAborts, c.snapshotRefusals, c.connClosed,
 		c.raftCommit, c.raftApplied, c.raftSnapIndex, c.raftSnapTime, c.raftLogEntries, c.raftDisk, c.notStored, c.logFailed,
 		c.resumes, c.resumeMsgs, c.resumeBytes, c.windowSeqs, c.windowSecs, c.windowBytes,
+		c.expiryBacklog, c.expiryIndexKeys, c.expiriesProposed, c.expiryRate,
 	} {
 		ch <- d
 	}
@@ -176,6 +182,10 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.windowSecs, prometheus.GaugeValue, age)
 	gauge(c.windowBytes, st.ResumeWindowBytes.Load())
+	gauge(c.expiryBacklog, st.ExpiryBacklog.Load())
+	gauge(c.expiryIndexKeys, st.ExpiryIndexKeys.Load())
+	counter(c.expiriesProposed, st.ExpiriesProposed.Load())
+	gauge(c.expiryRate, st.ExpiryRate.Load())
 	for _, p := range c.src.Peers() {
 		gauge(c.connections, p.Connected, p.Socket)
 		counter(c.connAccepted, p.Accepted, p.Socket)

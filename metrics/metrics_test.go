@@ -214,7 +214,8 @@ func TestMetricsMatchScriptedWorkload(t *testing.T) {
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		fams = scrape(t, base)
 		if value(fams, "clonekv_committed_last_sequence") == 1003 && value(fams, "clonekv_updates_published_total") == 1003 &&
-			value(fams, "clonekv_snapshots_served_total") == 3 && value(fams, "clonekv_connections", "socket=publisher") == 1 {
+			value(fams, "clonekv_snapshots_served_total") == 3 && value(fams, "clonekv_connections", "socket=publisher") == 1 &&
+			value(fams, "clonekv_expiry_backlog") == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -233,6 +234,10 @@ func TestMetricsMatchScriptedWorkload(t *testing.T) {
 		{"clonekv_updates_rejected_total", []string{"reason=key_too_long", "source=collector"}, 1},
 		{"clonekv_updates_rejected_total", []string{"reason=ttl", "source=collector"}, 1},
 		{"clonekv_expirations_total", nil, 3},
+		{"clonekv_expiries_proposed_total", nil, 3},
+		{"clonekv_expiry_index_keys", nil, 0},
+		{"clonekv_expiry_backlog", nil, 0},
+		{"clonekv_expiry_rate_limit", nil, 20000},
 		{"clonekv_heartbeats_sent_total", nil, 0},
 		{"clonekv_sequence", nil, 1003},
 		{"clonekv_keys", nil, 90},

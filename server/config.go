@@ -47,6 +47,10 @@ const (
 // values (README "Protocol additions", resume).
 const DefaultResumeWindow = 64 << 20
 
+// DefaultExpiryRate bounds the keys expired per second (Config.ExpiryRate;
+// see actors.DefaultExpiryRate for why).
+const DefaultExpiryRate = actors.DefaultExpiryRate
+
 // ZMTP heartbeat defaults (Config.ZMTPHeartbeat, ZMTPHeartbeatTimeout).
 const (
 	// Off by default: libzmq 4.3 aborts a connecting peer whose receive
@@ -79,6 +83,10 @@ type Config struct {
 	// ReapInterval is how often expired keys are looked for; default 100ms,
 	// so a key is deleted at most about that long after its ttl passes.
 	ReapInterval time.Duration
+	// ExpiryRate bounds the keys expired per second (default
+	// actors.DefaultExpiryRate; negative: no bound beyond the credits), so
+	// that a mass expiry reaches subscribers no faster than they read.
+	ExpiryRate int
 	// Limits bound keys, bodies and properties of client updates; zero
 	// fields take kvmsg.DefaultLimits.
 	Limits kvmsg.Limits
@@ -191,6 +199,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.ReapInterval <= 0 {
 		out.ReapInterval = 100 * time.Millisecond
+	}
+	if out.ExpiryRate == 0 {
+		out.ExpiryRate = actors.DefaultExpiryRate
 	}
 	if out.Limits.MaxKey <= 0 {
 		out.Limits.MaxKey = kvmsg.DefaultMaxKey

@@ -360,7 +360,10 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	p.proposer = spawn("proposer", actor.PropsFromProducer(func() actor.Actor {
 		return actors.NewProposer(actors.ProposerConfig{Proposals: proposals, Stats: s.stats, Logger: s.log})
 	}, resume))
-	reaper := &actors.Reaper{Proposer: p.proposer, Interval: s.cfg.ReapInterval}
+	// Expiries draw on the collector's credits (one batch at a time) and at
+	// most ExpiryRate keys/s: see actors.DefaultExpiryRate.
+	credits := adapter.NewCredits(s.cfg.Credits)
+	reaper := &actors.Reaper{Proposer: p.proposer, Interval: s.cfg.ReapInterval, Credits: credits, Rate: s.cfg.ExpiryRate, Stats: s.stats}
 	p.reaper = spawn("reaper", actor.PropsFromProducer(func() actor.Actor { return reaper }, resume))
 	for _, h := range s.handlers {
 		p.handlers = append(p.handlers, spawn("handler-"+h.Name(), h.Props()))
@@ -403,7 +406,7 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 		}
 	}
 	p.reader = spawn("collector-reader", adapter.NewReader(adapter.ReaderConfig{
-		Socket: s.collector, Target: p.collector, Credits: adapter.NewCredits(s.cfg.Credits),
+		Socket: s.collector, Target: p.collector, Credits: credits,
 		BatchMax: s.cfg.BatchMax, Logger: s.log,
 	}).Props())
 	p.ownsCollector = p.reader != nil

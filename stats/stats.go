@@ -36,6 +36,14 @@ type Server struct {
 	StreamsInFlight  atomic.Int64 // snapshot streams being sent now
 	StoreBacklog     atomic.Int64 // update batches handed to the store and not yet applied
 
+	// The reaper (issue 11): ttl keys indexed, keys due whose expiry is not
+	// committed yet (sampled each reaper tick), expiries proposed, and the
+	// configured bound on expiries per second (0: none).
+	ExpiryIndexKeys  atomic.Int64
+	ExpiryBacklog    atomic.Int64
+	ExpiriesProposed atomic.Int64
+	ExpiryRate       atomic.Int64
+
 	// Snapshot streams that give up, and joins turned away (issue 11).
 	StreamsStalled   atomic.Int64 // streams in flight whose peer took nothing for a while (not counted against the stream limit)
 	SnapshotsWaiting atomic.Int64 // requests queued for a stream slot

@@ -54,6 +54,7 @@ func defineFlags(fs *flag.FlagSet, f *flags) {
 	fs.StringVar(&cfg.Collector, "collector", server.CollectorPull, "collector socket: pull (Model Five PUSH clients) or sub (RFC/Model Six PUB clients)")
 	fs.DurationVar(&f.hugz, "hugz", time.Second, "heartbeat (HUGZ) interval; 0 turns heartbeats off")
 	fs.DurationVar(&cfg.ReapInterval, "reap-interval", 100*time.Millisecond, "how often expired keys are deleted")
+	fs.IntVar(&cfg.ExpiryRate, "expiry-rate", server.DefaultExpiryRate, "most keys expired per second, so that a mass expiry reaches subscribers no faster than they read (-1: no bound)")
 	fs.IntVar(&cfg.Limits.MaxKey, "max-key", kvmsg.DefaultMaxKey, "largest key accepted, in bytes")
 	fs.IntVar(&cfg.Limits.MaxBody, "max-body", kvmsg.DefaultMaxBody, "largest value accepted, in bytes")
 	fs.IntVar(&cfg.Limits.MaxProps, "max-props", kvmsg.DefaultMaxProps, "largest properties frame accepted, in bytes")

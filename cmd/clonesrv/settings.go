@@ -65,6 +65,9 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 	if c.ReapInterval <= 0 {
 		bad("reap-interval", "must be positive")
 	}
+	if c.ExpiryRate == 0 || c.ExpiryRate < -1 {
+		bad("expiry-rate", "must be positive (or -1: no bound)")
+	}
 	if c.Limits.MaxKey < 1 || c.Limits.MaxKey > 1<<16-1 {
 		bad("max-key", "out of range 1..65535")
 	}
