@@ -84,13 +84,18 @@ bench-quick: deps
 # soak: the reliability battery at full size without the race detector
 # (10 s flood, 2,000 clients, 10,000 cycles), then the bounded soak: SOAK
 # of mixed load (5m by default; SOAK=30m to extend), the server's RSS and
-# goroutines sampled every SOAK_SAMPLE and printed as a table.
+# goroutines sampled every SOAK_SAMPLE and printed as a table; then the
+# cluster's randomized fault run: CLUSTER_SOAK (3m by default) of kill -9,
+# SIGSTOP and minority faults on three nodes under four writers, checked
+# and counted (cluster/soak_test.go).
 SOAK         ?= 5m
 SOAK_SAMPLE  ?= 10s
 SOAK_TIMEOUT ?= 3h
+CLUSTER_SOAK ?= 3m
 soak: deps
 	$(GO) test -count=1 -timeout 10m ./reliability/
 	SOAK=$(SOAK) SOAK_SAMPLE=$(SOAK_SAMPLE) $(GO) test -tags soak -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak$$' -v ./reliability/
+	CLUSTER_SOAK=$(CLUSTER_SOAK) $(GO) test -tags soak -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestClusterSoak$$' -v ./cluster/
 
 # install: the commands into $(PREFIX)/bin (deploy/clonesrv.service expects
 # /usr/local/bin), built with version-control stamping so that

@@ -65,12 +65,18 @@ func dumpNode(zctx *zmq.Context, n *node, d time.Duration) (dump, error) {
 // at the same sequence, and returns it; it fails the test after d.
 func converge(t testing.TB, zctx *zmq.Context, c *testCluster, d time.Duration) dump {
 	t.Helper()
+	return convergeNodes(t, zctx, c.nodes, d)
+}
+
+// convergeNodes is converge over some of the nodes.
+func convergeNodes(t testing.TB, zctx *zmq.Context, nodes []*node, d time.Duration) dump {
+	t.Helper()
 	deadline := time.Now().Add(d)
 	var why string
 	for {
-		ds, err := dumpAll(zctx, c.nodes)
+		ds, err := dumpAll(zctx, nodes)
 		if err == nil {
-			why = sameDumps(c.nodes, ds)
+			why = sameDumps(nodes, ds)
 			if why == "" {
 				return ds[0]
 			}
@@ -191,8 +197,8 @@ func check(t testing.TB, recs []*recorder, final dump, ws *writers) tally {
 		byUUID[u.UUID] = where{u, at}
 	}
 	for _, r := range recs {
-		if r.bad != nil {
-			t.Fatalf("recorder on %s received a malformed message: %v", r.node, r.bad)
+		if err := r.malformed(); err != nil {
+			t.Fatalf("recorder on %s received a malformed message: %v", r.node, err)
 		}
 		pubs := r.recorded()
 		tl.Received += len(pubs)

@@ -477,3 +477,9 @@ func jsonGet(url string, v any) error {
 	}
 	return json.Unmarshal(body, v)
 }
+
+// waitFor polls cond until it holds, failing the test after d.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	testkit.WaitFor(t, d, 20*time.Millisecond, what, cond)
+}

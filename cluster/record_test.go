@@ -163,6 +163,13 @@ func (r *recorder) recorded() []pub {
 	return append([]pub(nil), r.pubs...)
 }
 
+// malformed is the last decode error (nil: every message decoded).
+func (r *recorder) malformed() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.bad
+}
+
 // lastHugz returns the number of HUGZ received and the last one's
 // properties.
 func (r *recorder) lastHugz() (int, string) {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"testing"
 )
 
 // roleLeader is the role a leading node reports.
@@ -31,3 +32,22 @@ func (n *node) status() (nodeStatus, error) {
 	}
 	return st, nil
 }
+
+// writesRefused is how many client updates n has not taken because it
+// could not reach a leader (refused, or held back in its bounded queue),
+// from its metrics.
+func (n *node) writesRefused(t testing.TB) float64 {
+	t.Helper()
+	var sum float64
+	for _, m := range refusedMetrics {
+		v, _, err := n.metric(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+// refusedMetrics are the samples writesRefused adds up.
+var refusedMetrics = []string{`clonekv_updates_rejected_total{source="collector",reason="no_leader"}`}
