@@ -74,11 +74,11 @@ fuzz: deps
 # bench-quick: every case, small (under 45 s); a smoke test, not a figure.
 # Neither asserts speed.
 bench: deps
-	$(GO) build -o $(BIN)/clonebench ./cmd/clonebench
+	$(GO) build -o $(BIN)/ ./cmd/clonebench ./cmd/clonesrv
 	$(BIN)/clonebench --json bench/results/bench.json --chart bench/results/bench.html
 
 bench-quick: deps
-	$(GO) build -o $(BIN)/clonebench ./cmd/clonebench
+	$(GO) build -o $(BIN)/ ./cmd/clonebench ./cmd/clonesrv
 	$(BIN)/clonebench --quick --json bench/results/quick.json --chart bench/results/quick.html
 
 # soak: the reliability battery at full size without the race detector

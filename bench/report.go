@@ -151,7 +151,8 @@ func (r *Report) Tables() []Table {
 		off, _ := find(r.GCTail, func(x GCTailResult) string { return x.Impl }, ImplClonekvGCOff)
 		ts = append(ts, gcTailTable(k, off))
 	}
-	return append(ts, durabilityTables(r.Durable)...)
+	ts = append(ts, durabilityTables(r.Durable)...)
+	return append(ts, clusterTables(r.Cluster)...)
 }
 
 func snapshotTable(k, b MapResult) Table {

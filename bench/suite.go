@@ -19,11 +19,12 @@ type Suite struct {
 	Fanout  FanoutParams
 	GCTail  GCTailParams
 	Durable DurabilityParams
+	Cluster ClusterParams
 }
 
 // AllCases are the case names, in the order they run. "snapshot" also
 // measures memory per key and, on the same loaded server, "ttl".
-var AllCases = []string{"updates", "snapshot", "join-under-load", "fanout", "gc-tail", "durability"}
+var AllCases = []string{"updates", "snapshot", "join-under-load", "fanout", "gc-tail", "durability", "cluster"}
 
 var (
 	bothImpls  = []string{ImplBaseline, ImplClonekv}
@@ -31,6 +32,8 @@ var (
 	gcImpls    = []string{ImplClonekv, ImplClonekvGCOff}
 	// durableImpls: baseline first (its zero-loss rate is the reference).
 	durableImpls = []string{ImplBaseline, ImplClonekv, ImplDurable}
+	// clusterSetups: the three nodes first (the figures that matter).
+	clusterSetups = []string{SetupCluster, SetupDurable, SetupMemory}
 )
 
 // Full is `make bench`: every target of the benchmark issue, sized to run
@@ -71,6 +74,12 @@ func Full() Suite {
 			},
 			Keys: 1_000_000, Loaders: 4, Impls: durableImpls,
 		},
+		Cluster: ClusterParams{
+			Setups: clusterSetups, Case: UpdatesCase{Pubs: 1, Subs: 3, Body: 16, Keys: 1000}, Runs: 2,
+			Trial: 400 * time.Millisecond, Latency: time.Second, StartRate: 20000, MaxRate: 1e6, LatRate: 20000,
+			Kills: 3, FailoverRate: 1000, FailoverWait: 20 * time.Second, Budget: 16 * time.Second,
+			ClientHeartbeat: time.Second, NodeHugz: 200 * time.Millisecond, NodeReady: 30 * time.Second,
+		},
 	}
 }
 
@@ -106,6 +115,12 @@ func Quick() Suite {
 			},
 			Keys: 10_000, Loaders: 2, Impls: durableImpls,
 		},
+		Cluster: ClusterParams{
+			Setups: clusterSetups, Case: UpdatesCase{Pubs: 1, Subs: 3, Body: 16, Keys: 100}, Runs: 1,
+			Trial: 200 * time.Millisecond, Latency: 200 * time.Millisecond, StartRate: 20000, MaxRate: 1e6, LatRate: 2000,
+			Kills: 1, FailoverRate: 1000, FailoverWait: 20 * time.Second, Budget: 2 * time.Second,
+			ClientHeartbeat: time.Second, NodeHugz: 200 * time.Millisecond, NodeReady: 30 * time.Second,
+		},
 	}
 }
 
@@ -140,6 +155,7 @@ type Report struct {
 	Fanout   []FanoutResult    `json:"fanout,omitempty"`
 	GCTail   []GCTailResult    `json:"gc_tail,omitempty"`
 	Durable  *DurabilityReport `json:"durability,omitempty"`
+	Cluster  []ClusterResult   `json:"cluster,omitempty"`
 }
 
 // Run runs the suite's cases in order with servers from l.
@@ -163,6 +179,8 @@ func Run(ctx context.Context, s Suite, l Launcher, prog *Progress) (*Report, err
 			rep.GCTail, err = runGCTail(ctx, l, s.GCTail, prog)
 		case "durability":
 			rep.Durable, err = runDurability(ctx, l, s.Durable, prog)
+		case "cluster":
+			rep.Cluster, err = runCluster(ctx, s.Cluster, prog)
 		default:
 			err = fmt.Errorf("unknown case %q (want one of %v)", c, AllCases)
 		}
