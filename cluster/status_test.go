@@ -8,20 +8,24 @@ import (
 // roleLeader is the role a leading node reports.
 const roleLeader = "leader"
 
-// nodeStatus is what a node says of itself and the cluster (cluster-core's
-// stats.Cluster, as the node serves it over HTTP).
+// nodeStatus is what a node says of itself and the cluster: the part of
+// GET /v1/cluster on its --http listener (server.ClusterStatus) the tests
+// read.
 type nodeStatus struct {
-	Node              string
-	Role              string
-	Term              uint64
-	Leader            string
-	CommitIndex       uint64
-	AppliedIndex      uint64
-	LeaderCommitIndex uint64
-	Lag               uint64
-	Elections         int64
-	LeaderChanges     int64
-	NotReady          string
+	Node              string `json:"node"`
+	Role              string `json:"role"`
+	Term              uint64 `json:"term"`
+	Leader            string `json:"leader"`
+	History           string `json:"history"`
+	CommitIndex       uint64 `json:"commit_index"`
+	AppliedIndex      uint64 `json:"applied_index"`
+	LeaderCommitIndex uint64 `json:"leader_commit_index"`
+	Lag               uint64 `json:"lag"`
+	AppliedSequence   int64  `json:"applied_sequence"`
+	Elections         int64  `json:"elections"`
+	LeaderChanges     int64  `json:"leader_changes"`
+	Ready             bool   `json:"ready"`
+	NotReady          string `json:"not_ready"`
 }
 
 // status asks n for its cluster status.
