@@ -77,7 +77,8 @@ func (n *node) httpURL(path string) string {
 
 // process is one clonesrv process with its log kept.
 type process struct {
-	cmd    *exec.Cmd
+	cmd       *exec.Cmd
+	listening chan struct{} // closed at the "clonekv server listening" log line
 	mu     sync.Mutex
 	log    strings.Builder
 	lines  int
@@ -207,7 +208,7 @@ func (c *testCluster) launch(n *node) {
 	if n.p != nil {
 		c.t.Fatalf("%s: already running", n.name)
 	}
-	p := &process{cmd: exec.Command(bins.clonesrv, c.args(n)...), exited: make(chan struct{})}
+	p := &process{cmd: exec.Command(bins.clonesrv, c.args(n)...), exited: make(chan struct{}), listening: make(chan struct{})}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		c.t.Fatal(err)
@@ -218,7 +219,12 @@ func (c *testCluster) launch(n *node) {
 	go func() { // owner: this process; ends when it exits
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		var once sync.Once
 		for sc.Scan() {
+			var rec struct{ Msg string }
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "clonekv server listening" {
+				once.Do(func() { close(p.listening) })
+			}
 			p.mu.Lock()
 			if p.lines < 5000 { // bounded: a failing test prints it
 				p.log.Write(sc.Bytes())
@@ -242,7 +248,8 @@ func (c *testCluster) start(n *node) {
 	c.waitServing(n)
 }
 
-// waitServing waits until n answers /healthz with 200.
+// waitServing waits until n has logged that it serves (its history open,
+// its sockets read) and answers /healthz with 200.
 func (c *testCluster) waitServing(n *node) {
 	c.t.Helper()
 	n.mu.Lock()
@@ -255,8 +262,12 @@ func (c *testCluster) waitServing(n *node) {
 			c.t.Fatalf("%s exited before serving: %v\n%s", n.name, p.state, p.logText())
 		default:
 		}
-		if code, _, err := httpGet(n.httpURL("/healthz"), time.Second); err == nil && code == http.StatusOK {
-			return
+		select {
+		case <-p.listening:
+			if code, _, err := httpGet(n.httpURL("/healthz"), time.Second); err == nil && code == http.StatusOK {
+				return
+			}
+		default:
 		}
 		if time.Now().After(deadline) {
 			c.t.Fatalf("%s not serving in %v\n%s", n.name, startWithin, p.logText())
