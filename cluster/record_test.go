@@ -105,16 +105,17 @@ func (r *recorder) run(zctx *zmq.Context, ep string) {
 	}
 	var idle time.Duration
 	stopping := false
-	quiet := time.Now()
+	quiet, hard := time.Now(), time.Time{}
 	for {
 		if !stopping {
 			select {
 			case idle = <-r.stop:
-				stopping, quiet = true, time.Now()
+				// A bound on the drain, should a node never fall quiet.
+				stopping, quiet, hard = true, time.Now(), time.Now().Add(idle+30*time.Second)
 			default:
 			}
 		}
-		if stopping && time.Since(quiet) >= idle {
+		if stopping && (time.Since(quiet) >= idle || time.Now().After(hard)) {
 			r.done <- sub.Close()
 			return
 		}
@@ -122,24 +123,24 @@ func (r *recorder) run(zctx *zmq.Context, ep string) {
 		if err != nil {
 			continue
 		}
-		quiet = time.Now()
 		m, err := kvmsg.Decode(frames, kvmsg.Limits{})
 		r.mu.Lock()
 		switch {
 		case err != nil:
 			r.bad = err
-		case string(m.Key) == kvmsg.KeyHeartbeat:
+		case string(m.Key) == kvmsg.KeyHeartbeat: // not an update: the drain goes on without it
 			r.hugz++
 			r.last = string(m.Props)
 		default:
+			quiet = time.Now()
 			r.pubs = append(r.pubs, pub{Key: string(m.Key), Body: string(m.Body), UUID: string(m.UUID), Seq: m.Seq, At: time.Now()})
 		}
 		r.mu.Unlock()
 	}
 }
 
-// finish stops the recorder once nothing has arrived for idle (what the
-// node sent is then all read) and closes its socket.
+// finish stops the recorder once no update (HUGZ aside) has arrived for
+// idle (what the node sent is then all read) and closes its socket.
 func (r *recorder) finish(idle time.Duration) {
 	select {
 	case r.stop <- idle:
