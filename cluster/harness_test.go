@@ -82,11 +82,11 @@ type process struct {
 	// The last leadership log line (TEMPORARY until /v1/cluster is served).
 	raftLog, raftLeader string
 	raftTerm            uint64
-	mu     sync.Mutex
-	log    strings.Builder
-	lines  int
-	exited chan struct{}
-	state  *os.ProcessState
+	mu                  sync.Mutex
+	log                 strings.Builder
+	lines               int
+	exited              chan struct{}
+	state               *os.ProcessState
 }
 
 func (p *process) logText() string {
