@@ -137,6 +137,17 @@ type Config struct {
 	// Log is where the history is kept (zero: in memory). See durable.go.
 	Log LogConfig
 
+	// Writes at any node of a cluster (README "Running a cluster"):
+	// ForwardQueue and ForwardQueueBytes bound the updates a follower holds
+	// while no leader is known (defaults actors.DefaultForwardQueue,
+	// DefaultForwardQueueBytes); DedupeWindow and DedupeAge bound the
+	// leader's window of recent UUIDs, each applied at most once (defaults
+	// actors.DefaultDedupeWindow, DefaultDedupeAge; DedupeWindow < 0: off).
+	ForwardQueue      int
+	ForwardQueueBytes int64
+	DedupeWindow      int
+	DedupeAge         time.Duration
+
 	// Handlers are extensions told every committed batch, after the
 	// built-in followers. See Handler and README "Adding a handler".
 	Handlers []Handler
