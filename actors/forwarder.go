@@ -142,11 +142,17 @@ func NewForwarder(cfg ForwarderConfig) *Forwarder {
 	return f
 }
 
-// Props spawns the forwarder. The same Forwarder is kept across restarts
-// (its goroutine is started once).
+// Props spawns the forwarder from the root. The same Forwarder is kept
+// across restarts (its goroutine is started once).
 func (f *Forwarder) Props() *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor { return f },
 		actor.WithGuardian(actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive { return actor.ResumeDirective })))
+}
+
+// ChildProps spawns the forwarder as another actor's child (the
+// proposer's), supervised by its parent.
+func (f *Forwarder) ChildProps() *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return f })
 }
 
 // Receive hands *Forward and *Leadership to the goroutine.

@@ -230,7 +230,7 @@ func (p *Proposer) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		if p.cfg.Forwarder != nil && p.fwd == nil {
-			pid, err := ctx.SpawnNamed(p.cfg.Forwarder.Props(), "forwarder")
+			pid, err := ctx.SpawnNamed(p.cfg.Forwarder.ChildProps(), "forwarder")
 			if err != nil {
 				p.cfg.Logger.Error("spawn the forwarder", "err", err)
 			} else {
