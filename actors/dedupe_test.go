@@ -173,7 +173,7 @@ func TestProposerDedupe(t *testing.T) {
 	r.send(upd("/a", 1, 0), upd("/b", 2, 0), upd("/e1", 0, 0))
 	r.settle()
 	r.send(upd("/a", 1, 0), upd("/e1", 0, 0), upd("/c", 3, 0)) // /a again: a Model Six client's second copy
-	r.send(upd("/a", 1, 0), upd("/b", 2, 0))                    // every update a duplicate
+	r.send(upd("/a", 1, 0), upd("/b", 2, 0))                   // every update a duplicate
 	r.settle()
 	r.committed(upd("/d", 4, 0)) // applied here after another node proposed it
 	r.send(upd("/d", 4, 0), upd("/e2", 0, 0), upd("/e2", 0, 0))
