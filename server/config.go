@@ -148,6 +148,11 @@ type Config struct {
 	DedupeWindow      int
 	DedupeAge         time.Duration
 
+	// Cluster, when set, makes the server one node of a raft cluster
+	// (cluster.go): it needs a Log.DataDir, and Port must be 0 or this
+	// node's own Port in the list (0 takes it).
+	Cluster *ClusterConfig
+
 	// Handlers are extensions told every committed batch, after the
 	// built-in followers. See Handler and README "Adding a handler".
 	Handlers []Handler
@@ -178,6 +183,21 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.Port < 0 || out.Port > 65533 {
 		return out, fmt.Errorf("port %d out of range (0..65533)", out.Port)
+	}
+	if out.Cluster != nil {
+		if err := out.Cluster.Validate(); err != nil {
+			return out, err
+		}
+		self, _ := out.Cluster.self()
+		switch {
+		case out.Port == 0:
+			out.Port = self.Port
+		case out.Port != self.Port:
+			return out, fmt.Errorf("port %d: node %q listens on %d in the cluster list", out.Port, self.Name, self.Port)
+		}
+		if out.Log.DataDir == "" {
+			return out, fmt.Errorf("cluster node %q needs a data directory (its vote and log must survive a restart)", self.Name)
+		}
 	}
 	switch out.Collector {
 	case "":

@@ -51,6 +51,9 @@ type Server struct {
 	RaftDiskBytes         atomic.Int64 // bytes of the data directory (0 in memory)
 	NotStored             atomic.Int64 // updates dropped because the log could not store them
 	LogFailed             atomic.Bool  // the log failed: updates are no longer accepted
+	// Cluster is the raft cluster as this node sees it (nil: a single
+	// node). See Cluster.
+	Cluster atomic.Pointer[Cluster]
 
 	// Writes at any node (README "Running a cluster"): what followers
 	// forward to the leader, and what the dedupe window drops.

@@ -45,6 +45,7 @@ type flags struct {
 	gcPercent           int
 	gateway             gatewayFlags
 	memory              bool
+	cluster             clusterFlags
 }
 
 func defineFlags(fs *flag.FlagSet, f *flags) {
@@ -72,6 +73,7 @@ func defineFlags(fs *flag.FlagSet, f *flags) {
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "bound on the graceful stop after SIGINT/SIGTERM (drain, publish, flush); then stop at once. Keep systemd's TimeoutStopSec above it")
 	fs.StringVar(&cfg.Log.DataDir, "data-dir", "./clonekv-data", "data directory: the raft log and snapshots of the map (created and bootstrapped when new; see README \"Durability\")")
 	fs.BoolVar(&f.memory, "memory", false, "keep nothing on disk: the log lives in memory and a restart starts empty (the seed's semantics)")
+	defineClusterFlags(fs, &f.cluster)
 	fs.DurationVar(&cfg.Log.SnapshotInterval, "snapshot-interval", 30*time.Second, "how often to check whether to snapshot the map (so the log can be truncated); --memory: 250ms unless set")
 	fs.Uint64Var(&cfg.Log.SnapshotThreshold, "snapshot-threshold", 8192, "log entries since the last snapshot that make the next check take one; --memory: 1024 unless set")
 	fs.Uint64Var(&cfg.Log.TrailingLogs, "trailing-logs", 10240, "log entries kept behind a snapshot; --memory: 128 unless set")

@@ -132,6 +132,7 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 		}
 	}
 	gw := settleGateway(f, &c, bad)
+	settleCluster(eff, f, &c, bad)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
