@@ -141,8 +141,10 @@ type Config struct {
 	// ForwardQueue and ForwardQueueBytes bound the updates a follower holds
 	// while no leader is known (defaults actors.DefaultForwardQueue,
 	// DefaultForwardQueueBytes); DedupeWindow and DedupeAge bound the
-	// leader's window of recent UUIDs, each applied at most once (defaults
-	// actors.DefaultDedupeWindow, DefaultDedupeAge; DedupeWindow < 0: off).
+	// leader's window of recent UUIDs, each applied at most once
+	// (DedupeWindow 0: actors.DefaultDedupeWindow in a cluster, off for a
+	// single node, which gets no copies from other nodes; < 0: off;
+	// DedupeAge default actors.DefaultDedupeAge).
 	ForwardQueue      int
 	ForwardQueueBytes int64
 	DedupeWindow      int

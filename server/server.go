@@ -363,9 +363,13 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	// feeds it Committed, below).
 	forwarder := actors.NewForwarder(actors.ForwarderConfig{Context: s.zctx, Sub: s.cfg.Collector == CollectorSub,
 		MaxQueue: s.cfg.ForwardQueue, MaxQueueBytes: s.cfg.ForwardQueueBytes, Stats: s.stats, Logger: s.log})
+	dedupe := s.cfg.DedupeWindow
+	if dedupe == 0 && s.cfg.Cluster == nil {
+		dedupe = -1 // a single node gets no copies from other nodes: dedupe only when asked
+	}
 	p.proposer = spawn("proposer", actor.PropsFromProducer(func() actor.Actor {
 		return actors.NewProposer(actors.ProposerConfig{Proposals: proposals, Stats: s.stats, Logger: s.log,
-			Forwarder: forwarder, Store: storePID, DedupeWindow: s.cfg.DedupeWindow, DedupeAge: s.cfg.DedupeAge})
+			Forwarder: forwarder, Store: storePID, DedupeWindow: dedupe, DedupeAge: s.cfg.DedupeAge})
 	}, resume))
 	reaper := &actors.Reaper{Proposer: p.proposer, Interval: s.cfg.ReapInterval}
 	p.reaper = spawn("reaper", actor.PropsFromProducer(func() actor.Actor { return reaper }, resume))

@@ -86,8 +86,8 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 	if c.ForwardQueueBytes < 1 {
 		bad("forward-queue-bytes", "must be positive")
 	}
-	if c.DedupeWindow == 0 || c.DedupeWindow < -1 {
-		bad("dedupe-window", "want a positive count, or -1 to turn dedupe off")
+	if c.DedupeWindow < -1 {
+		bad("dedupe-window", "want a positive count, 0 (the default: on in a cluster) or -1 (off)")
 	}
 	if c.DedupeAge <= 0 {
 		bad("dedupe-age", "must be positive")
