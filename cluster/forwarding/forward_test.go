@@ -239,7 +239,7 @@ func TestWriteAtAnyNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer zctx.Term()
+	t.Cleanup(func() { zctx.Term() }) // after the subscribers' cleanups, which close their sockets
 	var subs []*subscriber
 	for _, n := range nodes {
 		subs = append(subs, subscribe(t, zctx, n))
@@ -303,7 +303,7 @@ func TestModelSixClientAgainstCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer zctx.Term()
+	t.Cleanup(func() { zctx.Term() }) // after the subscribers' cleanups, which close their sockets
 	var subs []*subscriber
 	for _, n := range nodes {
 		subs = append(subs, subscribe(t, zctx, n))
