@@ -41,6 +41,8 @@ type statsCollector struct {
 	connClosed                                                 *prometheus.Desc
 	// The raft log (README "Durability").
 	raftCommit, raftApplied, raftSnapIndex, raftSnapTime, raftLogEntries, raftDisk, notStored, logFailed *prometheus.Desc
+	// Writes at any node (README "Running a cluster").
+	forwarded, deduplicated, dedupeWindow, forwardQueue, forwardDropped, proposerQueue *prometheus.Desc
 }
 
 func newStatsCollector(src Source) *statsCollector {
@@ -86,6 +88,12 @@ func newStatsCollector(src Source) *statsCollector {
 		raftDisk:         d("data_dir_bytes", "Disk space used by the data directory (0 with --memory)."),
 		notStored:        d("updates_not_stored_total", "Updates dropped because the log could not store them."),
 		logFailed:        d("log_failed", "1 once the log failed to store an update: the server no longer accepts updates."),
+		forwarded:        d("updates_forwarded_total", "Updates this node (a follower) handed to the leader's collector."),
+		deduplicated:     d("updates_deduplicated_total", "Updates dropped because their UUID was applied (or proposed) already, within the dedupe window."),
+		dedupeWindow:     d("dedupe_window_uuids", "UUIDs the dedupe window holds."),
+		forwardQueue:     d("forward_queue", "Updates waiting in the forwarder for a leader (or for a slow one), in updates and bytes.", "unit"),
+		forwardDropped:   d("forward_dropped_total", "Updates the forwarder gave up, by reason (queue_full, hops, stopped, send_failed).", "reason"),
+		proposerQueue:    d("proposer_queue", "Updates waiting in the proposer for the log, in updates and bytes.", "unit"),
 	}
 }
 
@@ -97,6 +105,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.hQueued, c.hLag, c.hHandled, c.hDropped, c.hPanics, c.hBusy,
 		c.streamsStalled, c.snapshotsWaiting, c.pinnedViewAge, c.snapshotAborts, c.snapshotRefusals, c.connClosed,
 		c.raftCommit, c.raftApplied, c.raftSnapIndex, c.raftSnapTime, c.raftLogEntries, c.raftDisk, c.notStored, c.logFailed,
+		c.forwarded, c.deduplicated, c.dedupeWindow, c.forwardQueue, c.forwardDropped, c.proposerQueue,
 	} {
 		ch <- d
 	}
@@ -147,6 +156,16 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		failed = 1
 	}
 	gauge(c.logFailed, failed)
+	counter(c.forwarded, st.UpdatesForwarded.Load())
+	counter(c.deduplicated, st.UpdatesDeduplicated.Load())
+	gauge(c.dedupeWindow, st.DedupeWindow.Load())
+	gauge(c.forwardQueue, st.ForwardQueued.Load(), "updates")
+	gauge(c.forwardQueue, st.ForwardQueuedBytes.Load(), "bytes")
+	for _, r := range st.ForwardDropped.All() {
+		counter(c.forwardDropped, r.Count, r.Reason)
+	}
+	gauge(c.proposerQueue, st.ProposerQueued.Load(), "updates")
+	gauge(c.proposerQueue, st.ProposerQueuedBytes.Load(), "bytes")
 	for _, p := range c.src.Peers() {
 		gauge(c.connections, p.Connected, p.Socket)
 		counter(c.connAccepted, p.Accepted, p.Socket)

@@ -137,6 +137,19 @@ type Config struct {
 	// Log is where the history is kept (zero: in memory). See durable.go.
 	Log LogConfig
 
+	// Writes at any node of a cluster (README "Running a cluster"):
+	// ForwardQueue and ForwardQueueBytes bound the updates a follower holds
+	// while no leader is known (defaults actors.DefaultForwardQueue,
+	// DefaultForwardQueueBytes); DedupeWindow and DedupeAge bound the
+	// leader's window of recent UUIDs, each applied at most once
+	// (DedupeWindow 0: actors.DefaultDedupeWindow in a cluster, off for a
+	// single node, which gets no copies from other nodes; < 0: off;
+	// DedupeAge default actors.DefaultDedupeAge).
+	ForwardQueue      int
+	ForwardQueueBytes int64
+	DedupeWindow      int
+	DedupeAge         time.Duration
+
 	// Cluster, when set, makes the server one node of a raft cluster
 	// (cluster.go): it needs a Log.DataDir, and Port must be 0 or this
 	// node's own Port in the list (0 takes it).

@@ -357,8 +357,19 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 		return actors.NewPublisher(actors.PublisherConfig{Writer: p.writer, Stats: s.stats})
 	}, resume))
 	proposals := &actors.Proposals{}
+	// Writes at any node: the proposer forwards to the leader's collector
+	// (its child, the forwarder) while another node leads, and dedupes
+	// UUIDs against what it proposed and what the store applied (the store
+	// feeds it Committed, below).
+	forwarder := actors.NewForwarder(actors.ForwarderConfig{Context: s.zctx, Sub: s.cfg.Collector == CollectorSub,
+		MaxQueue: s.cfg.ForwardQueue, MaxQueueBytes: s.cfg.ForwardQueueBytes, Stats: s.stats, Logger: s.log})
+	dedupe := s.cfg.DedupeWindow
+	if dedupe == 0 && s.cfg.Cluster == nil {
+		dedupe = -1 // a single node gets no copies from other nodes: dedupe only when asked
+	}
 	p.proposer = spawn("proposer", actor.PropsFromProducer(func() actor.Actor {
-		return actors.NewProposer(actors.ProposerConfig{Proposals: proposals, Stats: s.stats, Logger: s.log})
+		return actors.NewProposer(actors.ProposerConfig{Proposals: proposals, Stats: s.stats, Logger: s.log,
+			Forwarder: forwarder, Store: storePID, DedupeWindow: dedupe, DedupeAge: s.cfg.DedupeAge})
 	}, resume))
 	reaper := &actors.Reaper{Proposer: p.proposer, Interval: s.cfg.ReapInterval}
 	p.reaper = spawn("reaper", actor.PropsFromProducer(func() actor.Actor { return reaper }, resume))
@@ -368,7 +379,7 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	p.ownsHandlers = firstErr == nil
 	// The store's followers: the reaper, then the extensions. Adding a
 	// built-in follower is one line here.
-	followers := append([]*actor.PID{p.reaper}, p.handlers...)
+	followers := append([]*actor.PID{p.reaper, p.proposer}, p.handlers...)
 	store := actors.NewStore(actors.StoreConfig{Publisher: p.publisher, Handlers: followers, Stats: s.stats, Proposals: proposals,
 		Capacity: &actors.Capacity{MaxKeys: s.cfg.MaxKeys, MaxBytes: s.cfg.MaxBytes, Log: rejects}})
 	p.store = spawn(storeName, actor.PropsFromProducer(func() actor.Actor { return store }, resume))

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/clonekv/clonekv/actors"
 	"github.com/clonekv/clonekv/config"
 	"github.com/clonekv/clonekv/gateway"
 	"github.com/clonekv/clonekv/kvmsg"
@@ -63,6 +64,10 @@ func defineFlags(fs *flag.FlagSet, f *flags) {
 	fs.IntVar(&cfg.PubHWM, "pub-hwm", 10000, "updates queued per subscriber before it starts losing them")
 	fs.IntVar(&cfg.RouterHWM, "router-hwm", 1000, "snapshot messages queued per joining client (snapshots are paced, never dropped)")
 	fs.IntVar(&cfg.CollectorHWM, "collector-hwm", 10000, "client updates queued at the collector before senders are pushed back")
+	fs.IntVar(&cfg.ForwardQueue, "forward-queue", actors.DefaultForwardQueue, "cluster: updates a follower holds for the leader while none is known (beyond: dropped, counted)")
+	fs.Int64Var(&cfg.ForwardQueueBytes, "forward-queue-bytes", actors.DefaultForwardQueueBytes, "cluster: bytes of updates a follower holds for the leader while none is known")
+	fs.IntVar(&cfg.DedupeWindow, "dedupe-window", 0, fmt.Sprintf("recent update UUIDs remembered so that each is applied once (Model Six clients send every update to every server); 0: %d in a cluster, off for a single node; -1: off", actors.DefaultDedupeWindow))
+	fs.DurationVar(&cfg.DedupeAge, "dedupe-age", actors.DefaultDedupeAge, "how long at most a UUID stays in the dedupe window")
 	fs.IntVar(&cfg.MaxStreams, "max-streams", server.DefaultMaxStreams, "snapshot streams sent at once (a stream whose client reads nothing for 1s stops holding a slot)")
 	fs.IntVar(&cfg.MaxWaiting, "max-waiting", server.DefaultMaxWaiting, "snapshot requests queued for a stream; past it requests get a KTHXBAI refused=busy")
 	fs.IntVar(&cfg.MaxWaitingPerPeer, "max-waiting-per-peer", server.DefaultMaxWaitingPerPeer, "snapshot requests queued from one client; past it refused=too_many_requests")
