@@ -58,13 +58,13 @@ func (n *node) status() (nodeStatus, error) {
 	return st, nil
 }
 
-// writesRefused is how many client updates n has not taken because it
-// could not reach a leader (refused, or held back in its bounded queue),
-// from its metrics.
+// writesRefused is how many client updates n holds back or gave up
+// because it knows no leader: its forward queue (updates) plus what the
+// forwarder dropped for a full queue, from its metrics.
 func (n *node) writesRefused(t testing.TB) float64 {
 	t.Helper()
 	var sum float64
-	for _, m := range refusedMetrics {
+	for _, m := range []string{`clonekv_forward_queue{unit="updates"}`, `clonekv_forward_dropped_total{reason="queue_full"}`} {
 		v, _, err := n.metric(m)
 		if err != nil {
 			t.Fatal(err)
@@ -73,6 +73,3 @@ func (n *node) writesRefused(t testing.TB) float64 {
 	}
 	return sum
 }
-
-// refusedMetrics are the samples writesRefused adds up.
-var refusedMetrics = []string{`clonekv_updates_rejected_total{source="collector",reason="no_leader"}`}
