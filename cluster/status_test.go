@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 )
 
@@ -33,26 +32,6 @@ type nodeStatus struct {
 func (n *node) status() (nodeStatus, error) {
 	var st nodeStatus
 	if err := jsonGet(n.httpURL("/v1/cluster"), &st); err != nil {
-		if strings.Contains(err.Error(), "unknown_route") { // TEMPORARY
-			n.mu.Lock()
-			p := n.p
-			n.mu.Unlock()
-			if p == nil {
-				return st, fmt.Errorf("%s down", n.name)
-			}
-			p.mu.Lock()
-			defer p.mu.Unlock()
-			st.Node, st.Term, st.Leader = n.name, p.raftTerm, p.raftLeader
-			switch p.raftLog {
-			case "raft: this node leads":
-				st.Role, st.Leader = roleLeader, n.name
-			case "raft: following":
-				st.Role = "follower"
-			default:
-				st.Role, st.Leader = "follower", ""
-			}
-			return st, nil
-		}
 		return st, fmt.Errorf("%s status: %w", n.name, err)
 	}
 	return st, nil
