@@ -79,11 +79,11 @@ func (n *node) httpURL(path string) string {
 type process struct {
 	cmd       *exec.Cmd
 	listening chan struct{} // closed at the "clonekv server listening" log line
-	mu                  sync.Mutex
-	log                 strings.Builder
-	lines               int
-	exited              chan struct{}
-	state               *os.ProcessState
+	mu        sync.Mutex
+	log       strings.Builder
+	lines     int
+	exited    chan struct{}
+	state     *os.ProcessState
 }
 
 func (p *process) logText() string {
