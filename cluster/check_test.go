@@ -206,7 +206,7 @@ func check(t testing.TB, recs []*recorder, final dump, ws *writers) tally {
 			at := fmt.Sprintf("published by %s", r.node)
 			if ws != nil {
 				w, k, ok := parseUUID(u.UUID)
-				if !ok || w < 0 || w >= ws.n || u.Key != writeKey(w, k, ws.keys) || u.Body != writeBody(w, k) {
+				if !ok || w < ws.first || w >= ws.first+ws.n || u.Key != writeKey(w, k, ws.keys) || u.Body != writeBody(w, k) {
 					t.Fatalf("%s published %q=%q (uuid %x) at sequence %d: no writer sent that", r.node, u.Key, u.Body, u.UUID, u.Seq)
 				}
 			}

@@ -206,6 +206,7 @@ func writeBody(w, i int) string      { return fmt.Sprintf("w%d-%d", w, i) }
 // through a node picked at random (the next one when that one's queue is
 // full), paced, until halted or max updates each.
 type writers struct {
+	first  int // the first writer's number (UUIDs and keys carry it)
 	n      int
 	keys   int
 	sent   []atomic.Int64 // per writer: updates handed to ZeroMQ
@@ -218,20 +219,27 @@ type writers struct {
 // startWriters starts n writers at rate updates/s each (at most max each)
 // over keys keys each, sending to nodes (by their collector, a PUSH each).
 func startWriters(zctx *zmq.Context, nodes []*node, n, rate, max, keys int) *writers {
-	ws := &writers{n: n, keys: keys, sent: make([]atomic.Int64, n), stop: make(chan struct{}), errs: make(chan error, n)}
-	for w := range n {
+	return startWritersFrom(zctx, 0, nodes, n, rate, max, keys)
+}
+
+// startWritersFrom is startWriters numbering the writers from first, so
+// that two sets of writers in one test send different updates.
+func startWritersFrom(zctx *zmq.Context, first int, nodes []*node, n, rate, max, keys int) *writers {
+	ws := &writers{first: first, n: n, keys: keys, sent: make([]atomic.Int64, n), stop: make(chan struct{}), errs: make(chan error, n)}
+	for k := range n {
 		ws.wg.Add(1)
 		go func() {
 			defer ws.wg.Done()
-			if err := ws.run(zctx, nodes, w, rate, max); err != nil {
-				ws.errs <- fmt.Errorf("writer %d: %w", w, err)
+			if err := ws.run(zctx, nodes, k, rate, max); err != nil {
+				ws.errs <- fmt.Errorf("writer %d: %w", first+k, err)
 			}
 		}()
 	}
 	return ws
 }
 
-func (ws *writers) run(zctx *zmq.Context, nodes []*node, w, rate, max int) error {
+func (ws *writers) run(zctx *zmq.Context, nodes []*node, k, rate, max int) error {
+	w := ws.first + k
 	var socks []*zmq.Socket
 	defer func() {
 		for _, s := range socks {
@@ -276,7 +284,7 @@ func (ws *writers) run(zctx *zmq.Context, nodes []*node, w, rate, max int) error
 			time.Sleep(5 * time.Millisecond)
 			continue // the same update again, later
 		}
-		ws.sent[w].Add(1)
+		ws.sent[k].Add(1)
 		i++
 	}
 	<-ws.stop
