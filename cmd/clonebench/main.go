@@ -63,6 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if os.Getenv("CLONEBENCH_DEBUG") != "" {
 		suite.Updates.Debug = stderr
+		suite.Cluster.Debug = stderr
 	}
 	suite.Cases = nil
 	for _, c := range strings.Split(*cases, ",") {
