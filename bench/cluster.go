@@ -424,7 +424,7 @@ func clusterOne(ctx context.Context, p ClusterParams, setup string, prog *Progre
 	subs = nil
 	for k := range p.Kills {
 		prog.Step("cluster %s: kill -9 of the leader (%d of %d)", setup, k+1, p.Kills)
-		fo, moved, err := measureFailover(ctx, zctx, p, s)
+		fo, moved, err := measureFailover(ctx, zctx, p, s, fmt.Sprintf("/failover/%d/", k))
 		if err != nil {
 			res.Notes = append(res.Notes, fmt.Sprintf("failover %d: %v", k+1, err))
 			continue
@@ -449,11 +449,12 @@ func nonLeaders(ns []*benchNode, l *benchNode) []*benchNode {
 
 // measureFailover kills the leader with SIGKILL while a client follows it,
 // and measures (1) the time to the first update the new leader published:
-// a writer sends marker updates only to the survivors from the kill on, so
-// only a leader elected after it can have committed them; and (2) the time
+// a writer sends marker updates (keys under prefix, new for each
+// measurement) only to the survivors from the kill on, so only a leader
+// elected after it can have committed them; and (2) the time
 // until the client follows another node again. It then restarts the
 // killed node and waits for an agreed leader.
-func measureFailover(ctx context.Context, zctx *zmq.Context, p ClusterParams, s *benchSetup) (failover, moved time.Duration, err error) {
+func measureFailover(ctx context.Context, zctx *zmq.Context, p ClusterParams, s *benchSetup, prefix string) (failover, moved time.Duration, err error) {
 	l, err := s.leader(p.NodeReady)
 	if err != nil {
 		return 0, 0, err
@@ -482,7 +483,7 @@ func measureFailover(ctx context.Context, zctx *zmq.Context, p ClusterParams, s 
 		}
 	}()
 	for _, n := range survivors {
-		sb, err := startSubscriber(subCtx, zctx, n.port, clk, []string{"/failover/"}, func(_, _ []byte, _ int64, now time.Duration) {
+		sb, err := startSubscriber(subCtx, zctx, n.port, clk, []string{prefix}, func(_, _ []byte, _ int64, now time.Duration) {
 			first.CompareAndSwap(0, int64(now)+1)
 		})
 		if err != nil {
@@ -519,7 +520,7 @@ func measureFailover(ctx context.Context, zctx *zmq.Context, p ClusterParams, s 
 			}
 			break
 		}
-		m := kvmsg.Msg{Key: fmt.Appendf(nil, "/failover/%d", i%100), Body: []byte("f")}
+		m := kvmsg.Msg{Key: fmt.Appendf(nil, "%s%d", prefix, i%100), Body: []byte("f")}
 		_ = transport.SendMessage(pushes[i%len(pushes)], m.Frames(), zmq.DONTWAIT)
 		if st := c.Stats(); moved == 0 && st.Synced && st.Server != eps[0] && st.Seq > seq0 {
 			moved = clk.now() - killedAt
