@@ -200,12 +200,11 @@ func (c *testCluster) converge(seq int64) {
 func TestClusterReplicates(t *testing.T) {
 	c := newTestCluster(t)
 	c.startAll()
-	l := c.leader()
 	for i := range 100 {
 		c.propose(setOp(fmt.Sprintf("/k/%d", i), "v"))
 	}
 	c.converge(100)
-	l = c.leader()
+	l := c.leader()
 	f := (l + 1) % 3
 	if err := c.nodes[f].Apply(setOp("/no", "v")).Error(); err == nil {
 		t.Fatal("a follower accepted a proposal")
@@ -376,13 +375,11 @@ func (c *testCluster) crash(i int) {
 func TestClusterCrashRestart(t *testing.T) {
 	c := newTestCluster(t)
 	c.startAll()
-	l := c.leader()
 	for i := range 300 {
 		c.propose(setOp(fmt.Sprintf("/k/%d", i%50), fmt.Sprint(i)))
 	}
 	c.converge(300)
-	l = c.leader()
-	lone := (l + 1) % 3
+	lone := (c.leader() + 1) % 3
 	// The commit index is written about once a second: wait until the
 	// lone node's covers everything.
 	deadline := time.Now().Add(10 * time.Second)
