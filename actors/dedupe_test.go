@@ -302,15 +302,42 @@ func TestProposerLeadershipLost(t *testing.T) {
 	}
 }
 
-// TestProposerHopBound: an update forwarded MaxForwardHops times is not
-// forwarded again (leadership flapping cannot bounce it for ever).
+// TestProposerHopBound: a forwarded update reaching a node that no
+// longer leads is forwarded again with one more hop; one forwarded
+// MaxForwardHops times already is dropped and counted (leadership flapping
+// cannot bounce it for ever).
 func TestProposerHopBound(t *testing.T) {
-	r := newPropRig(t, actors.ProposerConfig{})
-	r.sys.Root.Send(r.pid, &actors.Leadership{Term: 9}) // no leader; no forwarder either
-	r.send(upd("/h", 5, actors.ForwardSeq(actors.MaxForwardHops)))
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { zctx.Term() })
+	leader, err := transport.Bind(zctx, zmq.PULL, "tcp://127.0.0.1:*", transport.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { leader.Close() })
+	ep, _ := leader.GetLastEndpoint()
+	r := newPropRig(t, actors.ProposerConfig{Forwarder: actors.NewForwarder(actors.ForwarderConfig{Context: zctx})})
+	r.sys.Root.Send(r.pid, &actors.Leadership{Leader: "other", Collector: ep, Term: 9})
+	r.send(upd("/h", 5, actors.ForwardSeq(actors.MaxForwardHops)), upd("/g", 6, actors.ForwardSeq(1)))
+	frames, err := testkit.RecvWithin(leader, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := kvmsg.Decode(frames, kvmsg.DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m.Key) != "/g" || actors.ForwardHops(m.Seq) != 2 {
+		t.Errorf("forwarded %s with %d hops, want /g with 2", m.Key, actors.ForwardHops(m.Seq))
+	}
 	r.settle()
 	if n := r.st.ForwardDropped.Get(actors.DropHops); n != 1 {
 		t.Errorf("dropped for hops %d, want 1", n)
+	}
+	if _, err := testkit.RecvWithin(leader, 100*time.Millisecond); err == nil {
+		t.Error("the update past the hop bound was forwarded")
 	}
 	r.wantKeys()
 }
