@@ -300,6 +300,12 @@ type watcher struct {
 	peerDown map[string]bool
 	// snapshotted: the node has a snapshot holding the configuration.
 	snapshotted bool
+	// logged is the leadership last logged; noLeaderSince when the node
+	// lost its leader (zero: it never had one), warnedNoLeader whether it
+	// said so.
+	logged         *Leader
+	noLeaderSince  time.Time
+	warnedNoLeader bool
 }
 
 func (w *watcher) step() {
@@ -322,6 +328,7 @@ func (w *watcher) step() {
 		w.settled = &c
 		cs.ready.Store(&c)
 	}
+	w.logNoLeader()
 	if f := cs.notify.Load(); f != nil && (f != w.toldFn || changed(w.told, *w.settled)) {
 		(*f)(*w.settled)
 		w.toldFn, w.told = f, *w.settled
@@ -386,18 +393,42 @@ func (n *Node) prepareLeader() bool {
 	return n.raft.State() == raft.Leader
 }
 
-// logChange writes one line per change of leadership.
+// logChange writes one line per change of leadership. A node that loses
+// its leader warns only once it has had none for noLeaderGrace (logNoLeader):
+// on a loaded machine a follower may miss a heartbeat timeout, become a
+// candidate and hear from the same leader a moment later, which is no news.
 func (w *watcher) logChange(l Leader) {
 	log := w.n.cfg.Logger
-	switch {
-	case l.Self:
-		log.Info("raft: this node leads", "node", w.n.cfg.NodeID, "term", l.Term, "history", w.n.fsm.historyID())
-	case l.ID != "":
-		log.Info("raft: following", "node", w.n.cfg.NodeID, "leader", l.ID, "term", l.Term)
-	case w.settled != nil:
-		log.Warn("raft: no leader: not accepting updates until one is elected; serving the last committed state",
-			"node", w.n.cfg.NodeID, "term", l.Term)
+	if l.ID == "" {
+		if w.settled != nil && w.settled.ID != "" {
+			w.noLeaderSince = time.Now()
+		}
+		return
 	}
+	if w.logged != nil && w.logged.ID == l.ID && w.logged.Self == l.Self && w.logged.Term == l.Term && !w.warnedNoLeader {
+		return // back to the leader last logged
+	}
+	w.warnedNoLeader = false
+	c := l
+	w.logged = &c
+	if l.Self {
+		log.Info("raft: this node leads", "node", w.n.cfg.NodeID, "term", l.Term, "history", w.n.fsm.historyID())
+	} else {
+		log.Info("raft: following", "node", w.n.cfg.NodeID, "leader", l.ID, "term", l.Term)
+	}
+}
+
+// noLeaderGrace is how long a node may be without a leader before it warns.
+const noLeaderGrace = 1500 * time.Millisecond
+
+// logNoLeader warns once when the node has had no leader for noLeaderGrace.
+func (w *watcher) logNoLeader() {
+	if w.settled == nil || w.settled.ID != "" || w.warnedNoLeader || w.noLeaderSince.IsZero() || time.Since(w.noLeaderSince) < noLeaderGrace {
+		return
+	}
+	w.warnedNoLeader = true
+	w.n.cfg.Logger.Warn("raft: no leader: not accepting updates until one is elected; serving the last committed state",
+		"node", w.n.cfg.NodeID, "term", w.settled.Term, "since", w.noLeaderSince.Format(time.RFC3339Nano))
 }
 
 // logReadiness warns when the node stops being ready for a reason other

@@ -250,9 +250,9 @@ type ClusterPeerStatus struct {
 	Endpoint string `json:"endpoint"`
 	// Known: this node leads and has heard from the peer.
 	Known             bool   `json:"known"`
-	LastIndex         uint64 `json:"last_index,omitempty"`
-	Lag               uint64 `json:"lag,omitempty"`
-	LastContactMillis int64  `json:"last_contact_ms,omitempty"`
+	LastIndex         uint64 `json:"last_index"`
+	Lag               uint64 `json:"lag"`
+	LastContactMillis int64  `json:"last_contact_ms"`
 }
 
 // ClusterStatus returns this node's view of the cluster; nil for a single

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"encoding/json"
+	"net"
+	"net/http"
 	"time"
 
 	"github.com/clonekv/clonekv/config"
@@ -81,6 +84,14 @@ func settleCluster(eff *config.Effective, f *flags, c *server.Config, bad func(k
 		}
 		return
 	}
+	// The defaults follow a heartbeat timeout set alone.
+	if !given("raft-election-timeout") && cf.election < cf.heartbeat {
+		cf.election = cf.heartbeat
+	}
+	if !given("raft-leader-lease-timeout") && cf.lease > cf.heartbeat {
+		cf.lease = cf.heartbeat
+	}
+	cc.ElectionTimeout, cc.LeaderLeaseTimeout = cf.election, cf.lease
 	if cf.lease > cf.heartbeat {
 		bad("raft-leader-lease-timeout", "must be at most --raft-heartbeat-timeout (%v)", cf.heartbeat)
 	}
@@ -100,4 +111,34 @@ func findPeer(peers []server.ClusterPeer, name string) (server.ClusterPeer, bool
 		}
 	}
 	return server.ClusterPeer{}, false
+}
+
+// clusterHandler serves GET /v1/cluster: this node's view of the cluster
+// as JSON (server.ClusterStatus), with the address of this --http
+// listener (the connection's local address); 404 on a single node.
+func clusterHandler(srv *server.Server) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/cluster" {
+			http.NotFound(w, r)
+			return
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		st := srv.ClusterStatus()
+		if st == nil {
+			http.Error(w, "not a cluster node (no --cluster)", http.StatusNotFound)
+			return
+		}
+		if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			st.HTTP = a.String()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(st)
+	})
 }

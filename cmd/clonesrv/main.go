@@ -219,13 +219,15 @@ func startHTTP(ctx context.Context, st *settled, srv *server.Server, m *metrics.
 		return nil, nil, err
 	}
 	var gw *gateway.Gateway
-	var mounts []metrics.Mount
+	// Before the gateway's /v1/: the cluster status is an operations
+	// endpoint, as /metrics.
+	mounts := []metrics.Mount{{Prefix: "/v1/cluster", Handler: clusterHandler(srv)}}
 	if st.gw.on {
 		var err error
 		if gw, err = startGateway(st, srv); err != nil {
 			return nil, nil, err
 		}
-		mounts = []metrics.Mount{{Prefix: "/v1/", Handler: gw.Handler()}, {Prefix: "/ui", Handler: gw.Handler()}}
+		mounts = append(mounts, metrics.Mount{Prefix: "/v1/", Handler: gw.Handler()}, metrics.Mount{Prefix: "/ui", Handler: gw.Handler()})
 	}
 	h := metrics.HTTPHandler(metrics.HTTPConfig{
 		Mounts:   mounts,
@@ -243,7 +245,7 @@ func startHTTP(ctx context.Context, st *settled, srv *server.Server, m *metrics.
 			}
 			select {
 			case <-srv.Ready():
-				return nil
+				return srv.ClusterReady()
 			default:
 				return errors.New("starting")
 			}
