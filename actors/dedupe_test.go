@@ -302,15 +302,119 @@ func TestProposerLeadershipLost(t *testing.T) {
 	}
 }
 
-// TestProposerHopBound: an update forwarded MaxForwardHops times is not
-// forwarded again (leadership flapping cannot bounce it for ever).
+// TestProposerHopBound: a forwarded update reaching a node that no
+// longer leads is forwarded again with one more hop; one forwarded
+// MaxForwardHops times already is dropped and counted (leadership flapping
+// cannot bounce it for ever).
 func TestProposerHopBound(t *testing.T) {
-	r := newPropRig(t, actors.ProposerConfig{})
-	r.sys.Root.Send(r.pid, &actors.Leadership{Term: 9}) // no leader; no forwarder either
-	r.send(upd("/h", 5, actors.ForwardSeq(actors.MaxForwardHops)))
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { zctx.Term() })
+	leader, err := transport.Bind(zctx, zmq.PULL, "tcp://127.0.0.1:*", transport.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { leader.Close() })
+	ep, _ := leader.GetLastEndpoint()
+	r := newPropRig(t, actors.ProposerConfig{Forwarder: actors.NewForwarder(actors.ForwarderConfig{Context: zctx})})
+	r.sys.Root.Send(r.pid, &actors.Leadership{Leader: "other", Collector: ep, Term: 9})
+	r.send(upd("/h", 5, actors.ForwardSeq(actors.MaxForwardHops)), upd("/g", 6, actors.ForwardSeq(1)))
+	frames, err := testkit.RecvWithin(leader, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := kvmsg.Decode(frames, kvmsg.DefaultLimits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m.Key) != "/g" || actors.ForwardHops(m.Seq) != 2 {
+		t.Errorf("forwarded %s with %d hops, want /g with 2", m.Key, actors.ForwardHops(m.Seq))
+	}
 	r.settle()
 	if n := r.st.ForwardDropped.Get(actors.DropHops); n != 1 {
 		t.Errorf("dropped for hops %d, want 1", n)
 	}
+	if _, err := testkit.RecvWithin(leader, 100*time.Millisecond); err == nil {
+		t.Error("the update past the hop bound was forwarded")
+	}
 	r.wantKeys()
+}
+
+// gateLog is a raft node whose entries commit only when the test opens
+// the gate: the proposer's queue fills meanwhile.
+type gateLog struct {
+	gate  chan struct{}
+	props *actors.Proposals
+}
+
+type gated struct {
+	l  *gateLog
+	id uint64
+}
+
+func (g gated) Error() error {
+	<-g.l.gate
+	if d := g.l.props.Take(g.id); d != nil {
+		d()
+	}
+	return nil
+}
+func (g gated) Index() uint64         { return 0 }
+func (g gated) Response() interface{} { return nil }
+
+func (l *gateLog) Apply(data []byte) raft.ApplyFuture {
+	e, _ := raftlog.Decode(data)
+	return gated{l, e.Proposal}
+}
+
+// TestProposerQueueBound: past MaxQueueBytes queued, client batches are
+// rejected (reason overloaded) and their credits returned at once; what
+// was queued is proposed once the log moves again.
+func TestProposerQueueBound(t *testing.T) {
+	st := &stats.Server{}
+	props := &actors.Proposals{}
+	log := &gateLog{gate: make(chan struct{}), props: props}
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return slog.New(slog.DiscardHandler) }))
+	defer sys.Shutdown()
+	item := upd("/q", 0, 0)
+	item.Msg.Body = make([]byte, 10<<10)
+	pid := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor {
+		return actors.NewProposer(actors.ProposerConfig{Raft: log, Proposals: props, Stats: st, Window: 1, MaxQueueBytes: 25 << 10})
+	}))
+	var credits atomic.Int64
+	send := func() {
+		credits.Add(1)
+		st.StoreBacklog.Add(1)
+		sys.Root.Send(pid, &actors.Updates{Items: []actors.Pending{item}, Done: func() { credits.Add(-1) }})
+	}
+	send()
+	done := make(chan struct{})
+	sys.Root.Send(pid, &actors.Drain{Reply: done}) // answers only once the log moves: the entry is in flight
+	testkit.WaitFor(t, 20*time.Second, time.Millisecond, "the first entry in flight", func() bool {
+		return st.StoreBacklog.Load() == 0 && st.ProposerQueued.Load() == 0
+	})
+	for i := 0; i < 4; i++ {
+		send()
+	}
+	// One entry in flight, two batches of 10 KiB queued (25 KiB bound),
+	// two rejected.
+	testkit.WaitFor(t, 20*time.Second, time.Millisecond, "two batches rejected", func() bool {
+		return st.RejectedTotal(stats.SourceCollector) == 2 && credits.Load() == 3
+	})
+	if q := st.ProposerQueued.Load(); q != 2 {
+		t.Errorf("proposer queue gauge %d updates, want 2", q)
+	}
+	close(log.gate)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the proposer did not drain")
+	}
+	testkit.WaitFor(t, 20*time.Second, time.Millisecond, "every credit back", func() bool { return credits.Load() == 0 })
+	testkit.WaitFor(t, 20*time.Second, time.Millisecond, "queue empty", func() bool {
+		return st.ProposerQueued.Load() == 0 && st.ProposerQueuedBytes.Load() == 0
+	})
+	_ = sys.Root.StopFuture(pid).Wait()
 }

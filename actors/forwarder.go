@@ -204,17 +204,18 @@ type fwdBatch struct {
 
 // forwardLoop is the goroutine's state; only the goroutine touches it.
 type forwardLoop struct {
-	f      *Forwarder
-	root   *actor.RootContext
-	ret    *actor.PID
-	sock   *zmq.Socket
-	poller *zmq.Poller
-	target string // the leader's collector ("" : none, or this node)
-	self   bool
-	ready  bool // XPUB: the leader's SUB has subscribed
-	q      []*fwdBatch
-	msgs   int
-	bytes  int64
+	f       *Forwarder
+	root    *actor.RootContext
+	ret     *actor.PID
+	sock    *zmq.Socket
+	pollIn  *zmq.Poller // the subscription (XPUB)
+	pollOut *zmq.Poller // room to send
+	target  string      // the leader's collector ("" : none, or this node)
+	self    bool
+	ready   bool // XPUB: the leader's SUB has subscribed
+	q       []*fwdBatch
+	msgs    int
+	bytes   int64
 }
 
 func (l *forwardLoop) run() {
@@ -351,23 +352,24 @@ func (l *forwardLoop) connect() {
 		return
 	}
 	l.sock, l.ready = sock, !cfg.Sub
-	l.poller = zmq.NewPoller()
-	l.poller.Add(sock, zmq.POLLIN|zmq.POLLOUT)
+	l.pollIn, l.pollOut = zmq.NewPoller(), zmq.NewPoller()
+	l.pollIn.Add(sock, zmq.POLLIN)
+	l.pollOut.Add(sock, zmq.POLLOUT)
 	cfg.Logger.Debug("forwarding to the leader", "collector", l.target)
 }
 
 func (l *forwardLoop) disconnect() {
 	if l.sock != nil {
 		l.sock.Close() // with its linger: what it holds still goes out
-		l.sock, l.poller = nil, nil
+		l.sock, l.pollIn, l.pollOut = nil, nil, nil
 	}
 }
 
 // awaitSubscription waits (a poll interval at most) for the leader's SUB
 // to subscribe: an XPUB drops what it sends before then.
 func (l *forwardLoop) awaitSubscription() {
-	polled, err := l.poller.Poll(pollInterval)
-	if err != nil || len(polled) == 0 || polled[0].Events&zmq.POLLIN == 0 {
+	polled, err := l.pollIn.Poll(pollInterval)
+	if err != nil || len(polled) == 0 {
 		return
 	}
 	for {
@@ -393,7 +395,7 @@ func (l *forwardLoop) send(max int) bool {
 		case err == nil:
 			cfg.Stats.UpdatesForwarded.Add(1)
 		case transport.IsAgain(err) || transport.IsInterrupted(err):
-			l.poller.Poll(pollInterval)
+			l.pollOut.Poll(pollInterval)
 			return true
 		case transport.IsTerm(err):
 			return false

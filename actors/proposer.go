@@ -89,12 +89,13 @@ const ReasonOverloaded = "overloaded"
 // Credits batches of at most BatchMax updates; once they are all here (or
 // further down the pipeline) the reader stops reading, the collector
 // socket's receive queue fills and ZeroMQ pushes back on the clients' PUSH
-// sockets. Credits count batches, not bytes, though: 64 credits of 64
-// updates of 200 KB are 800 MB (a CPU-starved run once held 767 MiB here).
-// Past MaxQueueBytes the proposer therefore sheds new client batches
-// (counted as rejected, reason overloaded, and their credits returned at
-// once) rather than let the heap grow: with ordinary updates the credits
-// push back long before that.
+// sockets. Credits count batches, not bytes: 64 credits of 64 updates of
+// 200 KB are 800 MB (a CPU-starved run once held 767 MiB here), so the
+// server's reader also ends a batch at MaxQueueBytes/(2·Credits) bytes
+// (server.batchBytes), and the credits then push back before the queue
+// holds MaxQueueBytes. Past it, as a backstop, the proposer sheds new
+// client batches (counted as rejected, reason overloaded, their credits
+// returned at once) rather than let the heap grow.
 //
 // Cluster (README "Running a cluster"): the proposer follows *Leadership.
 // While this node leads (or was never told: a single node), it proposes;

@@ -415,7 +415,7 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	}
 	p.reader = spawn("collector-reader", adapter.NewReader(adapter.ReaderConfig{
 		Socket: s.collector, Target: p.collector, Credits: adapter.NewCredits(s.cfg.Credits),
-		BatchMax: s.cfg.BatchMax, Logger: s.log,
+		BatchMax: s.cfg.BatchMax, BatchBytes: batchBytes(s.cfg.Credits), Logger: s.log,
 	}).Props())
 	p.ownsCollector = p.reader != nil
 	if s.cfg.Heartbeat > 0 {
@@ -560,3 +560,14 @@ func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
 func (m minLevel) Handle(ctx context.Context, r slog.Record) error { return m.h.Handle(ctx, r) }
 func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler            { return minLevel{m.min, m.h.WithAttrs(a)} }
 func (m minLevel) WithGroup(g string) slog.Handler                 { return minLevel{m.min, m.h.WithGroup(g)} }
+
+// batchBytes bounds the bytes of one collector batch so that the credits
+// bound bytes as well as batches: Credits batches of at most batchBytes
+// plus one message each stay under the proposer's queue bound
+// (actors.DefaultProposerQueueBytes), where everything accepted and not
+// yet in the log waits. The reader then stops reading before the proposer
+// would have to shed: the collector's receive queue fills and ZeroMQ
+// pushes back on the clients.
+func batchBytes(credits int) int {
+	return max(64<<10, actors.DefaultProposerQueueBytes/(2*max(credits, 1)))
+}
