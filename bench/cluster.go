@@ -35,21 +35,21 @@ type ClusterParams struct {
 	// Clonesrv is the clonesrv binary (cmd/clonebench --clonesrv).
 	Clonesrv string
 	Setups   []string
-	Case     UpdatesCase // the writer's shape: one publisher, one subscriber per node
+	Case     UpdatesCase // the writer's shape (Pubs, Body, Keys); one subscriber per node, whatever Subs says
 	Runs     int         // lossless searches per writer placement
 	// Trial is one paced trial's length in the search; Latency the length
 	// of the latency run at LatRate.
-	Trial, Latency      time.Duration
-	StartRate, MaxRate  float64
-	LatRate             float64
-	Kills               int           // kill -9 of the leader, each measured
-	FailoverRate        float64       // updates/s the failover writer sends to the survivors
-	FailoverWait        time.Duration // bound on one failover measurement
-	Budget              time.Duration // for the searches of one setup
-	ClientHeartbeat     time.Duration // the following client's HeartbeatTimeout
-	NodeHugz            time.Duration // the nodes' --hugz
-	NodeReady, NodeStop time.Duration
-	Debug               io.Writer // if set, one line per trial
+	Trial, Latency     time.Duration
+	StartRate, MaxRate float64
+	LatRate            float64
+	Kills              int           // kill -9 of the leader, each measured
+	FailoverRate       float64       // updates/s the failover writer sends to the survivors
+	FailoverWait       time.Duration // bound on one failover measurement
+	Budget             time.Duration // for the searches of one setup
+	ClientHeartbeat    time.Duration // the following client's HeartbeatTimeout
+	NodeHugz           time.Duration // the nodes' --hugz
+	NodeReady          time.Duration // bound on a node's start, and on agreeing on a leader
+	Debug              io.Writer     // if set, one line per trial
 }
 
 // ClusterResult is one setup's figures.
