@@ -508,7 +508,7 @@ func measureFailover(ctx context.Context, zctx *zmq.Context, p ClusterParams, s 
 		}
 		pushes = append(pushes, ps)
 	}
-	seq0 := c.Stats().Seq
+	joins0 := c.Stats().Joins
 	killedAt := clk.now()
 	_ = l.kill()
 	every := time.Duration(float64(time.Second) / p.FailoverRate)
@@ -522,7 +522,7 @@ func measureFailover(ctx context.Context, zctx *zmq.Context, p ClusterParams, s 
 		}
 		m := kvmsg.Msg{Key: fmt.Appendf(nil, "%s%d", prefix, i%100), Body: []byte("f")}
 		_ = transport.SendMessage(pushes[i%len(pushes)], m.Frames(), zmq.DONTWAIT)
-		if st := c.Stats(); moved == 0 && st.Synced && st.Server != eps[0] && st.Seq > seq0 {
+		if st := c.Stats(); moved == 0 && st.Synced && st.Server != eps[0] && st.Joins > joins0 {
 			moved = clk.now() - killedAt
 		}
 		time.Sleep(every)

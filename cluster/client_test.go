@@ -69,7 +69,7 @@ func TestClientFollowsAnotherNode(t *testing.T) {
 	var moved time.Duration
 	waitFor(t, 30*time.Second, "the client following another node", func() bool {
 		st := cl.Stats()
-		if st.Synced && st.Server != l.endpoint() && st.Seq > before.Seq {
+		if st.Synced && st.Server != l.endpoint() && st.Joins > before.Joins {
 			moved = time.Since(killed)
 			return true
 		}
