@@ -21,9 +21,9 @@ import (
 	"github.com/clonekv/clonekv/internal/testkit"
 )
 
-// bins are clonesrv and clonecli, built once for the package without
-// -race (they are the real things; the tests' own code runs under -race).
-var bins struct{ clonesrv, clonecli string }
+// bin is clonesrv, built once for the package without -race (it is the
+// real thing; the tests' own code runs under -race).
+var bin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "clonekv-cluster-")
@@ -31,14 +31,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bins.clonesrv = filepath.Join(dir, "clonesrv")
-	bins.clonecli = filepath.Join(dir, "clonecli")
-	for out, pkg := range map[string]string{bins.clonesrv: "github.com/clonekv/clonekv/cmd/clonesrv", bins.clonecli: "github.com/clonekv/clonekv/cmd/clonecli"} {
-		if err := testkit.GoBuild(out, pkg); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.RemoveAll(dir)
-			os.Exit(1)
-		}
+	bin = filepath.Join(dir, "clonesrv")
+	if err := testkit.GoBuild(bin, "github.com/clonekv/clonekv/cmd/clonesrv"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -208,7 +205,7 @@ func (c *testCluster) launch(n *node) {
 	if n.p != nil {
 		c.t.Fatalf("%s: already running", n.name)
 	}
-	p := &process{cmd: exec.Command(bins.clonesrv, c.args(n)...), exited: make(chan struct{}), listening: make(chan struct{})}
+	p := &process{cmd: exec.Command(bin, c.args(n)...), exited: make(chan struct{}), listening: make(chan struct{})}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		c.t.Fatal(err)
