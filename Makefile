@@ -70,8 +70,10 @@ fuzz: deps
 	$(GO) test -run='^$$' -fuzz='^FuzzMap$$' -fuzztime=$(FUZZTIME) ./kvmap/
 
 # bench: the full benchmark (clonekv | baseline | ratio, at most about 5 min
-# on 2 cores); tables on stdout, JSON and an HTML chart in bench/results/.
-# bench-quick: every case, small (under 45 s); a smoke test, not a figure.
+# on 2 cores, plus about a minute for the cluster case, which runs clonesrv
+# processes: hence clonesrv is built too); tables on stdout, JSON and an HTML
+# chart in bench/results/.
+# bench-quick: every case, small (under a minute); a smoke test, not a figure.
 # Neither asserts speed.
 bench: deps
 	$(GO) build -o $(BIN)/ ./cmd/clonebench ./cmd/clonesrv
