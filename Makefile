@@ -70,15 +70,17 @@ fuzz: deps
 	$(GO) test -run='^$$' -fuzz='^FuzzMap$$' -fuzztime=$(FUZZTIME) ./kvmap/
 
 # bench: the full benchmark (clonekv | baseline | ratio, at most about 5 min
-# on 2 cores); tables on stdout, JSON and an HTML chart in bench/results/.
-# bench-quick: every case, small (under 45 s); a smoke test, not a figure.
+# on 2 cores, plus about a minute for the cluster case, which runs clonesrv
+# processes: hence clonesrv is built too); tables on stdout, JSON and an HTML
+# chart in bench/results/.
+# bench-quick: every case, small (under a minute); a smoke test, not a figure.
 # Neither asserts speed.
 bench: deps
-	$(GO) build -o $(BIN)/clonebench ./cmd/clonebench
+	$(GO) build -o $(BIN)/ ./cmd/clonebench ./cmd/clonesrv
 	$(BIN)/clonebench --json bench/results/bench.json --chart bench/results/bench.html
 
 bench-quick: deps
-	$(GO) build -o $(BIN)/clonebench ./cmd/clonebench
+	$(GO) build -o $(BIN)/ ./cmd/clonebench ./cmd/clonesrv
 	$(BIN)/clonebench --quick --json bench/results/quick.json --chart bench/results/quick.html
 
 # soak: the reliability battery at full size without the race detector
@@ -86,15 +88,20 @@ bench-quick: deps
 # 100,000-key map; 300 clients across a restart), the 200,000-key mass
 # expiry, then the bounded soak: SOAK
 # of mixed load (5m by default; SOAK=30m to extend), the server's RSS and
-# goroutines sampled every SOAK_SAMPLE and printed as a table.
+# goroutines sampled every SOAK_SAMPLE and printed as a table; then the
+# cluster's randomized fault run: CLUSTER_SOAK (3m by default) of kill -9,
+# SIGSTOP and minority faults on three nodes under four writers, checked
+# and counted (cluster/soak_test.go).
 SOAK         ?= 5m
 SOAK_SAMPLE  ?= 10s
 SOAK_TIMEOUT ?= 3h
+CLUSTER_SOAK ?= 3m
 soak: deps
 	$(GO) test -count=1 -timeout 10m ./reliability/
 	$(GO) test -tags soak -count=1 -timeout 30m -run '^(TestJoinHerd|TestHerdRestart)$$' -v ./reliability/
 	$(GO) test -tags soak -count=1 -timeout 10m -run '^TestMassExpirySoak$$' -v ./durability/
 	SOAK=$(SOAK) SOAK_SAMPLE=$(SOAK_SAMPLE) $(GO) test -tags soak -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak$$' -v ./reliability/
+	CLUSTER_SOAK=$(CLUSTER_SOAK) $(GO) test -tags soak -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestClusterSoak$$' -v ./cluster/
 
 # install: the commands into $(PREFIX)/bin (deploy/clonesrv.service expects
 # /usr/local/bin), built with version-control stamping so that

@@ -152,7 +152,8 @@ func (r *Report) Tables() []Table {
 		ts = append(ts, gcTailTable(k, off))
 	}
 	ts = append(ts, durabilityTables(r.Durable)...)
-	return append(ts, resumeTables(r.Resume)...)
+	ts = append(ts, resumeTables(r.Resume)...)
+	return append(ts, clusterTables(r.Cluster)...)
 }
 
 func snapshotTable(k, b MapResult) Table {

@@ -18,6 +18,10 @@ type rig struct {
 	subs   []*subscriber
 	cancel context.CancelFunc // stops the subscribers
 	ctx    context.Context
+	// noUUID sends the trials' updates with an empty UUID frame instead of
+	// 16 zero bytes: a cluster's leader applies each UUID once, so one
+	// shared UUID would be one update.
+	noUUID bool
 }
 
 // newRig launches impl and starts nsubs subscribers on prefixes (onMsg may

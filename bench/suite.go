@@ -20,11 +20,12 @@ type Suite struct {
 	GCTail  GCTailParams
 	Durable DurabilityParams
 	Resume  ResumeParams
+	Cluster ClusterParams
 }
 
 // AllCases are the case names, in the order they run. "snapshot" also
 // measures memory per key and, on the same loaded server, "ttl".
-var AllCases = []string{"updates", "snapshot", "join-under-load", "fanout", "gc-tail", "durability", "resume"}
+var AllCases = []string{"updates", "snapshot", "join-under-load", "fanout", "gc-tail", "durability", "resume", "cluster"}
 
 var (
 	bothImpls  = []string{ImplBaseline, ImplClonekv}
@@ -32,6 +33,8 @@ var (
 	gcImpls    = []string{ImplClonekv, ImplClonekvGCOff}
 	// durableImpls: baseline first (its zero-loss rate is the reference).
 	durableImpls = []string{ImplBaseline, ImplClonekv, ImplDurable}
+	// clusterSetups: the three nodes first (the figures that matter).
+	clusterSetups = []string{SetupCluster, SetupDurable, SetupMemory}
 )
 
 // Full is `make bench`: every target of the benchmark issue, sized to run
@@ -73,6 +76,12 @@ func Full() Suite {
 			Keys: 1_000_000, Loaders: 4, Impls: durableImpls,
 		},
 		Resume: ResumeParams{Keys: 1_000_000, Rate: 10_000, Offline: 5 * time.Second, HerdClients: 300, HerdKeys: 20_000},
+		Cluster: ClusterParams{
+			Setups: clusterSetups, Case: UpdatesCase{Pubs: 1, Subs: 3, Body: 16, Keys: 1000}, Runs: 2,
+			Trial: 400 * time.Millisecond, Latency: time.Second, StartRate: 20000, MaxRate: 1e6, LatRate: 20000,
+			Kills: 3, FailoverRate: 1000, FailoverWait: 20 * time.Second, Budget: 16 * time.Second,
+			ClientHeartbeat: time.Second, NodeHugz: 200 * time.Millisecond, NodeReady: 30 * time.Second,
+		},
 	}
 }
 
@@ -109,6 +118,12 @@ func Quick() Suite {
 			Keys: 10_000, Loaders: 2, Impls: durableImpls,
 		},
 		Resume: ResumeParams{Keys: 20_000, Rate: 2000, Offline: time.Second, HerdClients: 10, HerdKeys: 5000},
+		Cluster: ClusterParams{
+			Setups: clusterSetups, Case: UpdatesCase{Pubs: 1, Subs: 3, Body: 16, Keys: 100}, Runs: 1,
+			Trial: 200 * time.Millisecond, Latency: 200 * time.Millisecond, StartRate: 20000, MaxRate: 1e6, LatRate: 2000,
+			Kills: 1, FailoverRate: 1000, FailoverWait: 20 * time.Second, Budget: 2 * time.Second,
+			ClientHeartbeat: time.Second, NodeHugz: 200 * time.Millisecond, NodeReady: 30 * time.Second,
+		},
 	}
 }
 
@@ -144,6 +159,7 @@ type Report struct {
 	GCTail   []GCTailResult    `json:"gc_tail,omitempty"`
 	Durable  *DurabilityReport `json:"durability,omitempty"`
 	Resume   *ResumeReport     `json:"resume,omitempty"`
+	Cluster  []ClusterResult   `json:"cluster,omitempty"`
 }
 
 // Run runs the suite's cases in order with servers from l.
@@ -169,6 +185,8 @@ func Run(ctx context.Context, s Suite, l Launcher, prog *Progress) (*Report, err
 			rep.Durable, err = runDurability(ctx, l, s.Durable, prog)
 		case "resume":
 			rep.Resume, err = runResume(ctx, l, s.Resume, prog)
+		case "cluster":
+			rep.Cluster, err = runCluster(ctx, s.Cluster, prog)
 		default:
 			err = fmt.Errorf("unknown case %q (want one of %v)", c, AllCases)
 		}

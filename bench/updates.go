@@ -90,6 +90,9 @@ func (r *rig) trial(ctx context.Context, c UpdatesCase, keys [][]byte, rate floa
 	specs := make([]pubSpec, c.Pubs)
 	for i := range specs {
 		specs[i] = pubSpec{Keys: rotate(keys, i*len(keys)/c.Pubs), Body: c.Body, N: n / c.Pubs, Rate: rate / float64(c.Pubs), Timed: true}
+		if r.noUUID {
+			specs[i].UUID = []byte{}
+		}
 		if rate == 0 {
 			specs[i].For = d
 		}

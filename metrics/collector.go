@@ -47,6 +47,8 @@ type statsCollector struct {
 	raftCommit, raftApplied, raftSnapIndex, raftSnapTime, raftLogEntries, raftDisk, notStored, logFailed *prometheus.Desc
 	// The resume extension (README "Protocol additions").
 	resumes, resumeMsgs, resumeBytes, windowSeqs, windowSecs, windowBytes *prometheus.Desc
+	// Writes at any node (README "Running a cluster").
+	forwarded, deduplicated, dedupeWindow, forwardQueue, forwardDropped, proposerQueue *prometheus.Desc
 }
 
 func newStatsCollector(src Source) *statsCollector {
@@ -102,6 +104,12 @@ func newStatsCollector(src Source) *statsCollector {
 		expiryIndexKeys:  d("expiry_index_keys", "Keys with a ttl in the reaper's expiry index."),
 		expiriesProposed: d("expiries_proposed_total", "Expiries the reaper proposed to the log (a key whose batch was dropped is proposed again)."),
 		expiryRate:       d("expiry_rate_limit", "The bound on expiries proposed per second (--expiry-rate; 0: none)."),
+		forwarded:        d("updates_forwarded_total", "Updates this node (a follower) handed to the leader's collector."),
+		deduplicated:     d("updates_deduplicated_total", "Updates dropped because their UUID was applied (or proposed) already, within the dedupe window."),
+		dedupeWindow:     d("dedupe_window_uuids", "UUIDs the dedupe window holds."),
+		forwardQueue:     d("forward_queue", "Updates waiting in the forwarder for a leader (or for a slow one), in updates and bytes.", "unit"),
+		forwardDropped:   d("forward_dropped_total", "Updates the forwarder gave up, by reason (queue_full, hops, stopped, send_failed).", "reason"),
+		proposerQueue:    d("proposer_queue", "Updates waiting in the proposer for the log, in updates and bytes.", "unit"),
 	}
 }
 
@@ -115,6 +123,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.raftCommit, c.raftApplied, c.raftSnapIndex, c.raftSnapTime, c.raftLogEntries, c.raftDisk, c.notStored, c.logFailed,
 		c.resumes, c.resumeMsgs, c.resumeBytes, c.windowSeqs, c.windowSecs, c.windowBytes,
 		c.expiryBacklog, c.expiryIndexKeys, c.expiriesProposed, c.expiryRate,
+		c.forwarded, c.deduplicated, c.dedupeWindow, c.forwardQueue, c.forwardDropped, c.proposerQueue,
 	} {
 		ch <- d
 	}
@@ -186,6 +195,16 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.expiryIndexKeys, st.ExpiryIndexKeys.Load())
 	counter(c.expiriesProposed, st.ExpiriesProposed.Load())
 	gauge(c.expiryRate, st.ExpiryRate.Load())
+	counter(c.forwarded, st.UpdatesForwarded.Load())
+	counter(c.deduplicated, st.UpdatesDeduplicated.Load())
+	gauge(c.dedupeWindow, st.DedupeWindow.Load())
+	gauge(c.forwardQueue, st.ForwardQueued.Load(), "updates")
+	gauge(c.forwardQueue, st.ForwardQueuedBytes.Load(), "bytes")
+	for _, r := range st.ForwardDropped.All() {
+		counter(c.forwardDropped, r.Count, r.Reason)
+	}
+	gauge(c.proposerQueue, st.ProposerQueued.Load(), "updates")
+	gauge(c.proposerQueue, st.ProposerQueuedBytes.Load(), "bytes")
 	for _, p := range c.src.Peers() {
 		gauge(c.connections, p.Connected, p.Socket)
 		counter(c.connAccepted, p.Accepted, p.Socket)

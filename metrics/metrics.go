@@ -35,5 +35,8 @@ func (m *Metrics) Watch(src Source) error {
 	if err := m.Registry.Register(newStatsCollector(src)); err != nil {
 		return fmt.Errorf("metrics: watch server: %w", err)
 	}
+	if err := m.Registry.Register(newClusterCollector(src)); err != nil {
+		return fmt.Errorf("metrics: watch server: %w", err)
+	}
 	return nil
 }

@@ -46,6 +46,28 @@ type Config struct {
 	Stats *stats.Server
 	// Logger receives raft's warnings and errors (it is quiet below).
 	Logger *slog.Logger
+
+	// Peers, when not empty, makes the node one voter of a cluster (README
+	// "Running a cluster"): every voter, this node (NodeID) included, with
+	// its raft address, over which raft talks TCP. The first start of a
+	// node with an empty data directory bootstraps this configuration
+	// (every node bootstraps the same one); later starts rejoin from the
+	// data directory. A cluster node needs a Dir.
+	Peers []Peer
+	// Cluster timers (defaults DefaultHeartbeatTimeout, ...). A follower
+	// that hears nothing from the leader for HeartbeatTimeout (randomized
+	// up to twice that) starts an election; LeaderLeaseTimeout (at most
+	// HeartbeatTimeout) is how long a leader keeps leading without
+	// hearing from a quorum. CommitTimeout bounds how long a follower may
+	// wait to hear that an entry is committed.
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout, CommitTimeout time.Duration
+	// CatchUpTimeout bounds how long Open waits, in a cluster, for a leader
+	// and to catch up with it (default DefaultCatchUpTimeout); after it the
+	// node serves what it has.
+	CatchUpTimeout time.Duration
+	// MaxLag is the lag, in log entries, past which a cluster node reports
+	// itself not ready (Stats.Cluster.NotReady; default DefaultMaxLag).
+	MaxLag uint64
 }
 
 func (c *Config) withDefaults() Config {
@@ -77,6 +99,12 @@ func (c *Config) withDefaults() Config {
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.DiscardHandler)
 	}
+	if out.CatchUpTimeout <= 0 {
+		out.CatchUpTimeout = DefaultCatchUpTimeout
+	}
+	if out.MaxLag == 0 {
+		out.MaxLag = DefaultMaxLag
+	}
 	return out
 }
 
@@ -97,6 +125,9 @@ type Node struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// cs is the cluster node's bookkeeping (nil: a single node).
+	cs *clusterState
 }
 
 // Open opens (or creates and bootstraps) the history in cfg.Dir and starts
@@ -107,6 +138,12 @@ func Open(ctx context.Context, cfg Config) (*Node, error) {
 	c := cfg.withDefaults()
 	if c.Store == nil {
 		return nil, errors.New("raftlog: no store")
+	}
+	if c.cluster() {
+		if err := c.validateCluster(); err != nil {
+			return nil, err
+		}
+		return openCluster(ctx, c)
 	}
 	n := &Node{cfg: c}
 	hl := hclogger(c.Logger)
@@ -242,14 +279,25 @@ func (n *Node) Close(ctx context.Context) error {
 		}
 		done := make(chan error, 1)
 		go func() {
+			if n.cs != nil {
+				n.handOver()
+			}
 			// A snapshot of the final state makes the next start a
 			// snapshot load with no log to replay.
-			if n.cfg.Dir != "" && n.raft.State() == raft.Leader && n.fsm.lastCommand() > n.lastSnapshotIndex() {
+			if n.cfg.Dir != "" && (n.cs != nil || n.raft.State() == raft.Leader) && n.fsm.lastCommand() > n.lastSnapshotIndex() {
 				if err := n.raft.Snapshot().Error(); err != nil && !errors.Is(err, raft.ErrNothingNewToSnapshot) {
 					n.cfg.Logger.Warn("snapshot at shutdown", "err", err)
 				}
 			}
-			done <- n.raft.Shutdown().Error()
+			if n.cs != nil {
+				close(n.cs.stop)
+			}
+			err := n.raft.Shutdown().Error()
+			if n.cs != nil {
+				<-n.cs.done
+				err = errors.Join(err, n.cs.tracker.flush(n.raft.AppliedIndex()))
+			}
+			done <- err
 		}()
 		select {
 		case err := <-done:

@@ -156,6 +156,24 @@ type Config struct {
 	// Log is where the history is kept (zero: in memory). See durable.go.
 	Log LogConfig
 
+	// Writes at any node of a cluster (README "Running a cluster"):
+	// ForwardQueue and ForwardQueueBytes bound the updates a follower holds
+	// while no leader is known (defaults actors.DefaultForwardQueue,
+	// DefaultForwardQueueBytes); DedupeWindow and DedupeAge bound the
+	// leader's window of recent UUIDs, each applied at most once
+	// (DedupeWindow 0: actors.DefaultDedupeWindow in a cluster, off for a
+	// single node, which gets no copies from other nodes; < 0: off;
+	// DedupeAge default actors.DefaultDedupeAge).
+	ForwardQueue      int
+	ForwardQueueBytes int64
+	DedupeWindow      int
+	DedupeAge         time.Duration
+
+	// Cluster, when set, makes the server one node of a raft cluster
+	// (cluster.go): it needs a Log.DataDir, and Port must be 0 or this
+	// node's own Port in the list (0 takes it).
+	Cluster *ClusterConfig
+
 	// Handlers are extensions told every committed batch, after the
 	// built-in followers. See Handler and README "Adding a handler".
 	Handlers []Handler
@@ -186,6 +204,21 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.Port < 0 || out.Port > 65533 {
 		return out, fmt.Errorf("port %d out of range (0..65533)", out.Port)
+	}
+	if out.Cluster != nil {
+		if err := out.Cluster.Validate(); err != nil {
+			return out, err
+		}
+		self, _ := out.Cluster.self()
+		switch {
+		case out.Port == 0:
+			out.Port = self.Port
+		case out.Port != self.Port:
+			return out, fmt.Errorf("port %d: node %q listens on %d in the cluster list", out.Port, self.Name, self.Port)
+		}
+		if out.Log.DataDir == "" {
+			return out, fmt.Errorf("cluster node %q needs a data directory (its vote and log must survive a restart)", self.Name)
+		}
 	}
 	switch out.Collector {
 	case "":

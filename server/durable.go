@@ -38,7 +38,7 @@ func (s *Server) openLog(root *actor.RootContext, p *pids) (*raftlog.Node, error
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	start := time.Now()
-	node, err := raftlog.Open(ctx, raftlog.Config{
+	rc := raftlog.Config{
 		Dir:               s.cfg.Log.DataDir,
 		SnapshotInterval:  s.cfg.Log.SnapshotInterval,
 		SnapshotThreshold: s.cfg.Log.SnapshotThreshold,
@@ -46,17 +46,25 @@ func (s *Server) openLog(root *actor.RootContext, p *pids) (*raftlog.Node, error
 		Store:             &actors.StoreFeed{Root: root, Store: p.store},
 		Stats:             s.stats,
 		Logger:            s.log,
-	})
+	}
+	s.cfg.Cluster.raftConfig(&rc)
+	node, err := raftlog.Open(ctx, rc)
 	if err != nil {
 		return nil, fmt.Errorf("open the log: %w", err)
 	}
 	root.Send(p.proposer, &actors.LogReady{Raft: node})
+	s.tellLeadership(root, p, node)
 	where := s.cfg.Log.DataDir
 	if where == "" {
 		where = "(memory)"
 	}
-	s.log.Info("history open", "data_dir", where, "history", node.History(),
-		"sequence", s.stats.Sequence.Load(), "keys", s.stats.Keys.Load(), "took", time.Since(start).Round(time.Millisecond))
+	attrs := []any{"data_dir", where, "history", node.History(),
+		"sequence", s.stats.Sequence.Load(), "keys", s.stats.Keys.Load(), "took", time.Since(start).Round(time.Millisecond)}
+	if c := s.cfg.Cluster; c != nil {
+		l := node.Leadership()
+		attrs = append(attrs, "node", c.Node, "leader", l.ID, "term", l.Term)
+	}
+	s.log.Info("history open", attrs...)
 	return node, nil
 }
 

@@ -357,8 +357,19 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 		return actors.NewPublisher(actors.PublisherConfig{Writer: p.writer, Stats: s.stats, Resume: s.cfg.ResumeWindow > 0})
 	}, resume))
 	proposals := &actors.Proposals{}
+	// Writes at any node: the proposer forwards to the leader's collector
+	// (its child, the forwarder) while another node leads, and dedupes
+	// UUIDs against what it proposed and what the store applied (the store
+	// feeds it Committed, below).
+	forwarder := actors.NewForwarder(actors.ForwarderConfig{Context: s.zctx, Sub: s.cfg.Collector == CollectorSub,
+		MaxQueue: s.cfg.ForwardQueue, MaxQueueBytes: s.cfg.ForwardQueueBytes, Stats: s.stats, Logger: s.log})
+	dedupe := s.cfg.DedupeWindow
+	if dedupe == 0 && s.cfg.Cluster == nil {
+		dedupe = -1 // a single node gets no copies from other nodes: dedupe only when asked
+	}
 	p.proposer = spawn("proposer", actor.PropsFromProducer(func() actor.Actor {
-		return actors.NewProposer(actors.ProposerConfig{Proposals: proposals, Stats: s.stats, Logger: s.log})
+		return actors.NewProposer(actors.ProposerConfig{Proposals: proposals, Stats: s.stats, Logger: s.log,
+			Forwarder: forwarder, Store: storePID, DedupeWindow: dedupe, DedupeAge: s.cfg.DedupeAge})
 	}, resume))
 	// Expiries draw on the collector's credits (one batch at a time) and at
 	// most ExpiryRate keys/s: see actors.DefaultExpiryRate.
@@ -371,7 +382,7 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	p.ownsHandlers = firstErr == nil
 	// The store's followers: the reaper, then the extensions. Adding a
 	// built-in follower is one line here.
-	followers := append([]*actor.PID{p.reaper}, p.handlers...)
+	followers := append([]*actor.PID{p.reaper, p.proposer}, p.handlers...)
 	store := actors.NewStore(actors.StoreConfig{Publisher: p.publisher, Handlers: followers, Stats: s.stats, Proposals: proposals,
 		Capacity: &actors.Capacity{MaxKeys: s.cfg.MaxKeys, MaxBytes: s.cfg.MaxBytes, Log: rejects}, Window: max(s.cfg.ResumeWindow, 0)})
 	p.store = spawn(storeName, actor.PropsFromProducer(func() actor.Actor { return store }, resume))
@@ -407,7 +418,7 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	}
 	p.reader = spawn("collector-reader", adapter.NewReader(adapter.ReaderConfig{
 		Socket: s.collector, Target: p.collector, Credits: credits,
-		BatchMax: s.cfg.BatchMax, Logger: s.log,
+		BatchMax: s.cfg.BatchMax, BatchBytes: batchBytes(s.cfg.Credits), Logger: s.log,
 	}).Props())
 	p.ownsCollector = p.reader != nil
 	if s.cfg.Heartbeat > 0 {
@@ -552,3 +563,14 @@ func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
 func (m minLevel) Handle(ctx context.Context, r slog.Record) error { return m.h.Handle(ctx, r) }
 func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler            { return minLevel{m.min, m.h.WithAttrs(a)} }
 func (m minLevel) WithGroup(g string) slog.Handler                 { return minLevel{m.min, m.h.WithGroup(g)} }
+
+// batchBytes bounds the bytes of one collector batch so that the credits
+// bound bytes as well as batches: Credits batches of at most batchBytes
+// plus one message each stay under the proposer's queue bound
+// (actors.DefaultProposerQueueBytes), where everything accepted and not
+// yet in the log waits. The reader then stops reading before the proposer
+// would have to shed: the collector's receive queue fills and ZeroMQ
+// pushes back on the clients.
+func batchBytes(credits int) int {
+	return max(64<<10, actors.DefaultProposerQueueBytes/(2*max(credits, 1)))
+}

@@ -68,6 +68,20 @@ type Server struct {
 	Resumes                 Counts       // resume replies delivered, by "delta" or "full:<reason>"
 	ResumeMessages          Counts       // KVSYNCs in those replies, by "delta" or "full"
 	ResumeBytes             Counts       // bytes of those replies' frames (KTHXBAI included), by "delta" or "full"
+	// Cluster is the raft cluster as this node sees it (nil: a single
+	// node). See Cluster.
+	Cluster atomic.Pointer[Cluster]
+
+	// Writes at any node (README "Running a cluster"): what followers
+	// forward to the leader, and what the dedupe window drops.
+	UpdatesForwarded    atomic.Int64 // updates a follower handed to the leader's collector
+	UpdatesDeduplicated atomic.Int64 // updates dropped because their UUID was applied (or proposed) already
+	DedupeWindow        atomic.Int64 // UUIDs the dedupe window holds now
+	ForwardQueued       atomic.Int64 // updates waiting in the forwarder (no leader known, or the leader slow)
+	ForwardQueuedBytes  atomic.Int64 // their bytes
+	ForwardDropped      Counts       // updates the forwarder gave up, by reason (queue_full, hops, stopped, send_failed)
+	ProposerQueued      atomic.Int64 // updates waiting in the proposer for the log (bounded by the collector's credits)
+	ProposerQueuedBytes atomic.Int64 // their bytes
 
 	mu      sync.Mutex
 	rejects map[rejectKey]*atomic.Int64

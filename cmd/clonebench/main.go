@@ -2,7 +2,11 @@
 // seed-design baseline (and a bare relay for the updates case), each in its
 // own process, and prints tables of clonekv | baseline | ratio.
 //
-//	clonebench [--quick] [--cases updates,snapshot,...] [--json FILE] [--chart FILE.html] [--profile DIR]
+//	clonebench [--quick] [--cases updates,snapshot,...] [--json FILE] [--chart FILE.html] [--profile DIR] [--clonesrv PATH]
+//
+// The cluster case runs clonesrv processes (three nodes, one durable node,
+// one --memory node): --clonesrv names the binary, by default the clonesrv
+// next to clonebench (make bench builds both into bin/).
 //
 // The hidden subcommand "serve --impl clonekv|baseline|relay [--port N]
 // [--cpuprofile FILE]" is how clonebench runs each server under test: it
@@ -17,6 +21,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -41,6 +46,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	jsonPath := fs.String("json", "", "write the results as JSON to this file")
 	chartPath := fs.String("chart", "", "write a self-contained HTML chart and the tables to this file")
 	profile := fs.String("profile", "", "directory where each server under test writes a CPU profile")
+	clonesrv := fs.String("clonesrv", "", "clonesrv binary for the cluster case (default: clonesrv next to clonebench, as make bench builds it)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: clonebench [flags]\n\nBenchmarks clonekv against the seed-design baseline, each server in its own process.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -57,6 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if os.Getenv("CLONEBENCH_DEBUG") != "" {
 		suite.Updates.Debug = stderr
+		suite.Cluster.Debug = stderr
 	}
 	suite.Cases = nil
 	for _, c := range strings.Split(*cases, ",") {
@@ -68,6 +75,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "clonebench: find own executable: %v\n", err)
 		return 1
+	}
+	suite.Cluster.Clonesrv = *clonesrv
+	if suite.Cluster.Clonesrv == "" {
+		suite.Cluster.Clonesrv = filepath.Join(filepath.Dir(exe), "clonesrv")
 	}
 	if *profile != "" {
 		if err := os.MkdirAll(*profile, 0o755); err != nil {

@@ -60,6 +60,7 @@ func commands() []command {
 		{"watch", "[SUBTREE] [--json] [--since SEQ] [--stats 10s]", "print one line per event (update, delete, resync, resumed, full, server switch) until interrupted; --since: first what changed after SEQ", cmdWatch},
 		{"dump", "[SUBTREE] [--json]", "print the keys under SUBTREE as key<TAB>value lines", cmdDump},
 		{"demo", "[--subtree /client/] [--interval 1s]", "the Guide's Model Five client: set a random key with a random ttl every interval, print what arrives", cmdDemo},
+		{"cluster", "status --http HOST:PORT[,HOST:PORT...] [--json]", "list every node of a clonesrv cluster: role, term, commit and applied index, applied sequence, lag, last contact with the leader, readiness", cmdCluster},
 		{"keygen", "NAME [--dir .]", "write a CURVE key pair: NAME.key (secret, mode 0600) and NAME.pub (give it to the other side)", cmdKeygen},
 	}
 }
@@ -74,6 +75,7 @@ type globals struct {
 	curveKeyFile       string
 	collector          string        // pull or sub: the server's collector socket
 	heartbeatTimeout   time.Duration // 0: no silence detection
+	getenv             func(string) string
 }
 
 func (g *globals) register(fs *flag.FlagSet) {
@@ -280,7 +282,7 @@ func (inv *invocation) hint(last string) string {
 
 // run is the whole command, for tests: it returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	g := &globals{server: defaultServer, timeout: 5 * time.Second, logLevel: "warn", collector: "pull", heartbeatTimeout: 3 * time.Second}
+	g := &globals{server: defaultServer, timeout: 5 * time.Second, logLevel: "warn", collector: "pull", heartbeatTimeout: 3 * time.Second, getenv: getenv}
 	if s := getenv(EnvServer); s != "" {
 		g.server = s
 	}

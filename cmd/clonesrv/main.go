@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/clonekv/clonekv/actors"
 	"github.com/clonekv/clonekv/config"
 	"github.com/clonekv/clonekv/gateway"
 	"github.com/clonekv/clonekv/kvmsg"
@@ -45,6 +46,7 @@ type flags struct {
 	gcPercent           int
 	gateway             gatewayFlags
 	memory              bool
+	cluster             clusterFlags
 }
 
 func defineFlags(fs *flag.FlagSet, f *flags) {
@@ -63,6 +65,10 @@ func defineFlags(fs *flag.FlagSet, f *flags) {
 	fs.IntVar(&cfg.PubHWM, "pub-hwm", 10000, "updates queued per subscriber before it starts losing them")
 	fs.IntVar(&cfg.RouterHWM, "router-hwm", 1000, "snapshot messages queued per joining client (snapshots are paced, never dropped)")
 	fs.IntVar(&cfg.CollectorHWM, "collector-hwm", 10000, "client updates queued at the collector before senders are pushed back")
+	fs.IntVar(&cfg.ForwardQueue, "forward-queue", actors.DefaultForwardQueue, "cluster: updates a follower holds for the leader while none is known (beyond: dropped, counted)")
+	fs.Int64Var(&cfg.ForwardQueueBytes, "forward-queue-bytes", actors.DefaultForwardQueueBytes, "cluster: bytes of updates a follower holds for the leader while none is known")
+	fs.IntVar(&cfg.DedupeWindow, "dedupe-window", 0, fmt.Sprintf("recent update UUIDs remembered so that each is applied once (Model Six clients send every update to every server); 0: %d in a cluster, off for a single node; -1: off", actors.DefaultDedupeWindow))
+	fs.DurationVar(&cfg.DedupeAge, "dedupe-age", actors.DefaultDedupeAge, "how long at most a UUID stays in the dedupe window")
 	fs.IntVar(&cfg.MaxStreams, "max-streams", server.DefaultMaxStreams, "snapshot streams sent at once (a stream whose client reads nothing for 1s stops holding a slot)")
 	fs.IntVar(&cfg.MaxWaiting, "max-waiting", server.DefaultMaxWaiting, "snapshot requests queued for a stream; past it requests get a KTHXBAI refused=busy")
 	fs.IntVar(&cfg.MaxWaitingPerPeer, "max-waiting-per-peer", server.DefaultMaxWaitingPerPeer, "snapshot requests queued from one client; past it refused=too_many_requests")
@@ -74,6 +80,7 @@ func defineFlags(fs *flag.FlagSet, f *flags) {
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "bound on the graceful stop after SIGINT/SIGTERM (drain, publish, flush); then stop at once. Keep systemd's TimeoutStopSec above it")
 	fs.StringVar(&cfg.Log.DataDir, "data-dir", "./clonekv-data", "data directory: the raft log and snapshots of the map (created and bootstrapped when new; see README \"Durability\")")
 	fs.BoolVar(&f.memory, "memory", false, "keep nothing on disk: the log lives in memory and a restart starts empty (the seed's semantics)")
+	defineClusterFlags(fs, &f.cluster)
 	fs.DurationVar(&cfg.Log.SnapshotInterval, "snapshot-interval", 30*time.Second, "how often to check whether to snapshot the map (so the log can be truncated); --memory: 250ms unless set")
 	fs.Uint64Var(&cfg.Log.SnapshotThreshold, "snapshot-threshold", 8192, "log entries since the last snapshot that make the next check take one; --memory: 1024 unless set")
 	fs.Uint64Var(&cfg.Log.TrailingLogs, "trailing-logs", 10240, "log entries kept behind a snapshot; --memory: 128 unless set")
@@ -214,13 +221,15 @@ func startHTTP(ctx context.Context, st *settled, srv *server.Server, m *metrics.
 		return nil, nil, err
 	}
 	var gw *gateway.Gateway
-	var mounts []metrics.Mount
+	// Before the gateway's /v1/: the cluster status is an operations
+	// endpoint, as /metrics.
+	mounts := []metrics.Mount{{Prefix: "/v1/cluster", Handler: clusterHandler(srv)}}
 	if st.gw.on {
 		var err error
 		if gw, err = startGateway(st, srv); err != nil {
 			return nil, nil, err
 		}
-		mounts = []metrics.Mount{{Prefix: "/v1/", Handler: gw.Handler()}, {Prefix: "/ui", Handler: gw.Handler()}}
+		mounts = append(mounts, metrics.Mount{Prefix: "/v1/", Handler: gw.Handler()}, metrics.Mount{Prefix: "/ui", Handler: gw.Handler()})
 	}
 	h := metrics.HTTPHandler(metrics.HTTPConfig{
 		Mounts:   mounts,
@@ -238,7 +247,7 @@ func startHTTP(ctx context.Context, st *settled, srv *server.Server, m *metrics.
 			}
 			select {
 			case <-srv.Ready():
-				return nil
+				return srv.ClusterReady()
 			default:
 				return errors.New("starting")
 			}

@@ -83,6 +83,18 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 	if c.MaxBytes < 0 {
 		bad("max-bytes", "must not be negative (0: no bound)")
 	}
+	if c.ForwardQueue < 1 {
+		bad("forward-queue", "must be positive")
+	}
+	if c.ForwardQueueBytes < 1 {
+		bad("forward-queue-bytes", "must be positive")
+	}
+	if c.DedupeWindow < -1 {
+		bad("dedupe-window", "want a positive count, 0 (the default: on in a cluster) or -1 (off)")
+	}
+	if c.DedupeAge <= 0 {
+		bad("dedupe-age", "must be positive")
+	}
 	for key, n := range map[string]int{"pub-hwm": c.PubHWM, "router-hwm": c.RouterHWM, "collector-hwm": c.CollectorHWM} {
 		if n < 0 {
 			bad(key, "must not be negative")
@@ -138,6 +150,7 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 		}
 	}
 	gw := settleGateway(f, &c, bad)
+	settleCluster(eff, f, &c, bad)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}

@@ -20,10 +20,14 @@ type Inbound struct {
 
 // ReaderConfig configures a Reader.
 type ReaderConfig struct {
-	Socket       *zmq.Socket // bound or connected; the Reader owns it from now on
-	Target       *actor.PID  // receives *Inbound
-	Credits      *Credits    // bounds batches in flight; required
-	BatchMax     int         // messages per batch; default 64
+	Socket   *zmq.Socket // bound or connected; the Reader owns it from now on
+	Target   *actor.PID  // receives *Inbound
+	Credits  *Credits    // bounds batches in flight; required
+	BatchMax int         // messages per batch; default 64
+	// BatchBytes, when positive, also ends a batch once its frames hold
+	// this many bytes (a batch still takes at least one message), so that
+	// Credits bound bytes in flight as well as batches.
+	BatchBytes   int
 	PollInterval time.Duration
 	Logger       *slog.Logger
 }
@@ -116,7 +120,8 @@ func (r *Reader) readBatch(rx *transport.Receiver, poller *zmq.Poller) (*Inbound
 			Counts: make([]int, 0, r.cfg.BatchMax),
 			Done:   r.cfg.Credits.Release,
 		}
-		for len(in.Msgs) < r.cfg.BatchMax {
+		size := 0
+		for len(in.Msgs) < r.cfg.BatchMax && (r.cfg.BatchBytes <= 0 || size < r.cfg.BatchBytes) {
 			frames, n, err := rx.Recv(zmq.DONTWAIT)
 			if err != nil {
 				if transport.IsTerm(err) {
@@ -129,6 +134,9 @@ func (r *Reader) readBatch(rx *transport.Receiver, poller *zmq.Poller) (*Inbound
 			}
 			in.Msgs = append(in.Msgs, transport.Clone(frames))
 			in.Counts = append(in.Counts, n)
+			for _, f := range frames {
+				size += len(f)
+			}
 		}
 		if len(in.Msgs) > 0 {
 			return in, true
