@@ -347,6 +347,16 @@ func TestClusterConfigErrors(t *testing.T) {
 			t.Errorf("%+v: err %v, want %q", tc.cfg.Peers, err, tc.want)
 		}
 	}
+	// A single node's data directory is not a cluster node's.
+	dir := t.TempDir()
+	n, _ := open(t, dir)
+	n.Close(context.Background())
+	base := testkit.FreePorts(t)
+	_, err := Open(context.Background(), Config{Dir: dir, NodeID: "a", Store: &memStore{m: kvmap.New()},
+		Peers: []Peer{{"a", fmt.Sprintf("127.0.0.1:%d", base)}, {"b", fmt.Sprintf("127.0.0.1:%d", base+1)}}})
+	if err == nil || !strings.Contains(err.Error(), `belongs to a raft configuration without node "a" (clonesrv=clonesrv)`) {
+		t.Errorf("a single node's directory: %v", err)
+	}
 }
 
 // crash stops node i the way kill -9 does, as far as one process can: no
