@@ -247,6 +247,12 @@ func (l *forwardLoop) run() {
 			l.awaitSubscription()
 			continue
 		}
+		if l.f.cfg.Sub {
+			l.subscriptions() // the leader's SUB may have gone
+			if !l.ready {
+				continue
+			}
+		}
 		if !l.send(256) {
 			return
 		}
@@ -334,7 +340,11 @@ func (l *forwardLoop) connect() {
 	if cfg.Sub {
 		typ = zmq.XPUB
 	}
-	sock, err := transport.NewSocket(cfg.Context, typ, transport.Options{SndHWM: cfg.SndHWM, Linger: cfg.Linger})
+	// PUSH queues only to a completed connection (IMMEDIATE): while the
+	// leader is unreachable, or once its connection dropped (the process
+	// died), sends fail with EAGAIN and updates stay in our queue, for the
+	// next leader, rather than in a pipe closed with the socket.
+	sock, err := transport.NewSocket(cfg.Context, typ, transport.Options{SndHWM: cfg.SndHWM, Linger: cfg.Linger, Immediate: !cfg.Sub})
 	if err == nil && cfg.Sub {
 		if err = sock.SetXpubNodrop(true); err != nil {
 			sock.Close()
@@ -372,13 +382,20 @@ func (l *forwardLoop) awaitSubscription() {
 	if err != nil || len(polled) == 0 {
 		return
 	}
+	l.subscriptions()
+}
+
+// subscriptions reads what the XPUB has heard: the leader's SUB
+// subscribing (1) or, when its connection ends, unsubscribing (0), after
+// which updates wait in our queue instead of being dropped by the XPUB.
+func (l *forwardLoop) subscriptions() {
 	for {
 		sub, err := l.sock.RecvBytes(zmq.DONTWAIT)
 		if err != nil {
 			return
 		}
-		if len(sub) > 0 && sub[0] == 1 {
-			l.ready = true
+		if len(sub) > 0 {
+			l.ready = sub[0] == 1
 		}
 	}
 }

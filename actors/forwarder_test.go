@@ -224,6 +224,28 @@ func TestForwarderToSubLeader(t *testing.T) {
 	}
 }
 
+// TestForwarderSubLeaderNotYetUp: a SUB leader collector that binds only
+// after the forwarder connected (a node restarting) still gets every
+// update: the XPUB holds them until the subscription arrives.
+func TestForwarderSubLeaderNotYetUp(t *testing.T) {
+	r := newFwdRig(t, actors.ForwarderConfig{Sub: true})
+	ep := fmt.Sprintf("tcp://127.0.0.1:%d", testkit.FreePorts(t))
+	r.lead(actors.Leadership{Leader: "late", Collector: ep, Term: 1})
+	r.send("l", 0, 30, 1)
+	testkit.WaitFor(t, 10*time.Second, time.Millisecond, "queued", func() bool { return r.st.ForwardQueued.Load() == 30 })
+	if r.st.UpdatesForwarded.Load() != 0 {
+		t.Fatal("forwarded before the leader's SUB subscribed")
+	}
+	sub, err := transport.Bind(r.zctx, zmq.SUB, ep, transport.Options{Subscribe: []string{""}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Close() })
+	got := map[string]int{}
+	r.recv(sub, got, 30, 20*time.Second)
+	r.waitCredits()
+}
+
 // TestForwarderNoLeaderQueue: while no leader is known the forwarder
 // queues, up to its bound (the excess dropped, counted, its credit back
 // at once); the next leader gets the queue; credits of the queued batches

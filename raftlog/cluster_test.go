@@ -347,6 +347,16 @@ func TestClusterConfigErrors(t *testing.T) {
 			t.Errorf("%+v: err %v, want %q", tc.cfg.Peers, err, tc.want)
 		}
 	}
+	// A single node's data directory is not a cluster node's.
+	dir := t.TempDir()
+	n, _ := open(t, dir)
+	n.Close(context.Background())
+	base := testkit.FreePorts(t)
+	_, err := Open(context.Background(), Config{Dir: dir, NodeID: "a", Store: &memStore{m: kvmap.New()},
+		Peers: []Peer{{"a", fmt.Sprintf("127.0.0.1:%d", base)}, {"b", fmt.Sprintf("127.0.0.1:%d", base+1)}}})
+	if err == nil || !strings.Contains(err.Error(), `belongs to a raft configuration without node "a" (clonesrv=clonesrv)`) {
+		t.Errorf("a single node's directory: %v", err)
+	}
 }
 
 // crash stops node i the way kill -9 does, as far as one process can: no
@@ -417,4 +427,56 @@ func TestClusterCrashRestart(t *testing.T) {
 	}
 	c.propose(setOp("/after", "x"))
 	c.converge(seqBefore + 1)
+}
+
+// slowStore is a memStore that takes a millisecond per entry.
+type slowStore struct{ memStore }
+
+func (s *slowStore) Apply(b *Batch) {
+	time.Sleep(time.Duration(len(b.Entries)) * time.Millisecond)
+	s.memStore.Apply(b)
+}
+
+// TestClusterLagging: a follower that rejoins far behind (and applies
+// slowly) says it is not ready, lagging, until it has caught up.
+func TestClusterLagging(t *testing.T) {
+	c := newTestCluster(t)
+	c.startAll()
+	f := (c.leader() + 1) % 3
+	c.stop(f)
+	const n = 2000
+	l := c.leader()
+	futures := make([]interface{ Error() error }, 0, n)
+	for i := range n {
+		futures = append(futures, c.nodes[l].Apply(setOp(fmt.Sprintf("/k/%d", i), "v")))
+	}
+	for i, fu := range futures {
+		if fu.Error() != nil {
+			c.propose(setOp(fmt.Sprintf("/k/%d", i), "v")) // leadership moved: again
+		}
+	}
+	st := &slowStore{memStore{m: kvmap.New()}}
+	ss := &stats.Server{}
+	node, err := Open(context.Background(), Config{Dir: c.dirs[f], NodeID: c.peers[f].ID, Peers: c.peers, Store: st, Stats: ss,
+		SnapshotThreshold: 1 << 40, SnapshotInterval: time.Hour, CatchUpTimeout: time.Millisecond, MaxLag: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[f], c.stores[f], c.stats[f] = node, &st.memStore, ss
+	sawLag := false
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cs := ss.Cluster.Load()
+		if cs != nil && strings.HasPrefix(cs.NotReady, "lagging") {
+			sawLag = true
+		}
+		if sawLag && cs != nil && cs.NotReady == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("saw lagging: %v; status %+v", sawLag, cs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.converge(n)
 }

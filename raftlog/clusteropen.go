@@ -93,7 +93,9 @@ func openCluster(ctx context.Context, c Config) (*Node, error) {
 		}
 		return fail(fmt.Errorf("start raft on %s: %w", describe(c.Dir), err))
 	}
-	n.checkConfiguration()
+	if err := n.checkConfiguration(); err != nil {
+		return nil, errors.Join(err, n.Close(context.Background()))
+	}
 	n.cs = &clusterState{trans: trans, tracker: tracker, stop: make(chan struct{}), done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	go n.watch()
 	if err := n.awaitCatchUp(ctx); err != nil {
@@ -107,15 +109,23 @@ func openCluster(ctx context.Context, c Config) (*Node, error) {
 }
 
 // checkConfiguration warns when the configuration in the log is not the
-// peer list: the log's is the one raft goes by.
-func (n *Node) checkConfiguration() {
+// peer list: the log's is the one raft goes by. One without this node (a
+// single node's data directory, another cluster's) is an error: the node
+// could never take part.
+func (n *Node) checkConfiguration() error {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
-		return
+		return nil
 	}
 	var have, want []string
+	member := false
 	for _, s := range f.Configuration().Servers {
 		have = append(have, string(s.ID)+"="+string(s.Address))
+		member = member || string(s.ID) == n.cfg.NodeID
+	}
+	if len(have) > 0 && !member {
+		return fmt.Errorf("data directory %s belongs to a raft configuration without node %q (%s): a single node's history, or another cluster's; start this node on an empty data directory",
+			n.cfg.Dir, n.cfg.NodeID, strings.Join(have, ","))
 	}
 	for _, p := range n.cfg.Peers {
 		want = append(want, p.ID+"="+p.Addr)
@@ -126,6 +136,7 @@ func (n *Node) checkConfiguration() {
 		n.cfg.Logger.Warn("the data directory's cluster configuration differs from the peer list given; raft goes by the data directory's",
 			"data_dir", strings.Join(have, ","), "given", strings.Join(want, ","))
 	}
+	return nil
 }
 
 // handOver makes a leader hand its leadership to a follower at shutdown,

@@ -191,20 +191,26 @@ func (c *ClusterConfig) raftConfig(rc *raftlog.Config) {
 // tellLeadership has the node report every change of leadership to the
 // proposer and the reaper (after LogReady, so they hear it second).
 func (s *Server) tellLeadership(root *actor.RootContext, p *pids, node *raftlog.Node) {
-	cl := s.cfg.Cluster
 	node.OnLeadership(func(l raftlog.Leader) {
-		m := &actors.Leadership{Self: l.Self, Leader: l.ID, Term: l.Term}
-		if cl != nil && !l.Self && l.ID != "" {
-			if peer, ok := cl.peer(l.ID); ok {
-				m.Collector = peer.Collector()
-			}
-		}
+		m := s.cfg.Cluster.leadership(l)
 		for _, pid := range []*actor.PID{p.proposer, p.reaper} {
 			if pid != nil {
 				root.Send(pid, m)
 			}
 		}
 	})
+}
+
+// leadership is the actors' message for l: the leader's collector endpoint
+// when another node leads (c nil: a single node).
+func (c *ClusterConfig) leadership(l raftlog.Leader) *actors.Leadership {
+	m := &actors.Leadership{Self: l.Self, Leader: l.ID, Term: l.Term}
+	if c != nil && !l.Self && l.ID != "" {
+		if peer, ok := c.peer(l.ID); ok {
+			m.Collector = peer.Collector()
+		}
+	}
+	return m
 }
 
 // ClusterStatus is one node's view of its cluster (GET /v1/cluster on

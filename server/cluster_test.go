@@ -3,6 +3,9 @@ package server
 import (
 	"strings"
 	"testing"
+
+	"github.com/clonekv/clonekv/actors"
+	"github.com/clonekv/clonekv/raftlog"
 )
 
 // TestClusterConfig: the --cluster list's form, and a cluster node's
@@ -44,5 +47,25 @@ func TestClusterConfig(t *testing.T) {
 	if _, err := (&Config{Cluster: &ClusterConfig{Node: "x", Peers: peers}, Log: LogConfig{DataDir: t.TempDir()}}).withDefaults(); err == nil ||
 		!strings.Contains(err.Error(), `node "x" is not in the list (a, b, c)`) {
 		t.Errorf("unknown node: %v", err)
+	}
+}
+
+// TestLeadershipMessage: what the proposer and the reaper are told.
+func TestLeadershipMessage(t *testing.T) {
+	peers, _ := ParseCluster("a=127.0.0.1:7001/7100,b=127.0.0.2:7002/7200")
+	cc := &ClusterConfig{Node: "a", Peers: peers}
+	for _, tc := range []struct {
+		cc   *ClusterConfig
+		in   raftlog.Leader
+		want actors.Leadership
+	}{
+		{cc, raftlog.Leader{ID: "b", Addr: "127.0.0.2:7002", Term: 4}, actors.Leadership{Leader: "b", Collector: "tcp://127.0.0.2:7202", Term: 4}},
+		{cc, raftlog.Leader{Self: true, ID: "a", Term: 5}, actors.Leadership{Self: true, Leader: "a", Term: 5}},
+		{cc, raftlog.Leader{Term: 6}, actors.Leadership{Term: 6}},
+		{nil, raftlog.Leader{Self: true, ID: "clonesrv", Term: 2}, actors.Leadership{Self: true, Leader: "clonesrv", Term: 2}},
+	} {
+		if got := tc.cc.leadership(tc.in); *got != tc.want {
+			t.Errorf("%+v: got %+v, want %+v", tc.in, *got, tc.want)
+		}
 	}
 }
