@@ -80,14 +80,7 @@ type SnapshotConfig struct {
 // (O(1), consistent at the view's sequence), then walks the requested
 // subtree in key order, handing the router chunks of KVSYNC messages and
 // producing the next chunk only when the router reports the last one
-// written.
-//
-// Requests for the same subtree that arrive together (a herd) share one
-// view and one walk: the responder gathers the requests already in its
-// mailbox into a wave, asks the store for one view for all of them, and
-// encodes each chunk once for every member (see wave). Each member is
-// still its own stream, paced by its own peer, and ends with its own
-// KTHXBAI. The router paces each peer at its socket's high-water mark, so a
+// written. The router paces each peer at its socket's high-water mark, so a
 // million-key snapshot holds only a few chunks in memory, and a slow joiner
 // delays only itself. One peer gets one stream at a time, so a client that
 // asks twice gets two whole snapshots, one after the other.
@@ -109,46 +102,6 @@ type Snapshot struct {
 	// ones MaxStreams bounds); stalled the stalled ones.
 	streaming, stalled int
 	tick               *ticker
-	forming            map[string]*wave // by subtree: gathering streams, view not asked for yet
-	running            map[string]*wave // by subtree: the latest wave walking its view
-}
-
-// A wave is one view of one subtree walked once for every stream of it.
-// Its members are the streams whose requests had all arrived when the
-// view was asked for, so the view is consistent for each (taken after each
-// client subscribed, as a view of its own would be). Chunks of KVSYNCs are
-// produced as the furthest member needs them and kept, immutable, until
-// every member has had them and the router has handed them over (refs);
-// a member's KTHXBAI is its own. A member that falls more than
-// maxRetained chunks behind leaves the wave with a cursor of its own on
-// the same view, so a slow peer holds neither the others nor memory.
-// A wave whose view comes back at the sequence (and history) of a running
-// wave that still holds its first chunk joins it instead of walking again.
-type wave struct {
-	subtree []byte
-	view    *kvmap.View
-	seq     int64
-	history string
-	cur     *kvmap.Cursor
-	eof     bool     // every KVSYNC chunk is produced
-	chunks  []*chunk // chunks[i] is the wave's chunk base+i
-	base    int
-	members map[*stream]struct{}
-	spare   []*chunk
-}
-
-// maxRetained bounds the chunks a wave keeps for its slowest member.
-const maxRetained = 32
-
-// formWave, sent to itself, closes a forming wave: every request that was
-// in the mailbox before it has joined.
-type formWave struct{ w *wave }
-
-// piece tags a wave's chunk sent to one member.
-type piece struct {
-	s  *stream
-	ch *chunk
-	w  *wave
 }
 
 // stream is one snapshot on its way to one peer.
@@ -169,18 +122,14 @@ type stream struct {
 	keys     int64
 	spare    []*chunk
 	resume   resumeAsk // the request's third frame, if any (resume.go)
-	w        *wave     // the wave it belongs to (nil: it walks its own cursor)
-	pos      int       // in a wave: the index of its next chunk
 }
 
 // chunk is one batch of a stream's messages; its buffers are reused once the
 // router has written it.
 type chunk struct {
-	s     *stream // nil for a wave's chunk
+	s     *stream
 	msgs  transport.Flat
 	final bool
-	keys  int // KVSYNCs in it
-	refs  int // a wave's chunk: sends at the router
 }
 
 // refusal tags a refused KTHXBAI at the router.
@@ -223,8 +172,7 @@ func NewSnapshot(cfg SnapshotConfig) *Snapshot {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Snapshot{cfg: cfg, active: make(map[string]*stream), perPeer: make(map[string]int),
-		later: make(map[string][]string), owed: make(map[string]int),
-		forming: make(map[string]*wave), running: make(map[string]*wave)}
+		later: make(map[string][]string), owed: make(map[string]int)}
 }
 
 // tickEvery is how often deadlines are checked: a quarter of the shortest,
@@ -242,15 +190,7 @@ func (a *Snapshot) Receive(ctx actor.Context) {
 		}
 	case *adapter.Request:
 		a.request(ctx, m)
-	case *formWave:
-		a.form(ctx, m.w)
 	case *View:
-		if w, ok := m.Tag.(*wave); ok {
-			a.viewArrived(ctx, w, m)
-			return
-		}
-		// A resume request's own view (it never joins a wave: its reply
-		// is a delta, or a full snapshot whose KTHXBAI says why).
 		s, ok := m.Tag.(*stream)
 		if !ok || s.ending {
 			return
@@ -264,11 +204,7 @@ func (a *Snapshot) Receive(ctx actor.Context) {
 	case *adapter.Sent:
 		switch t := m.Tag.(type) {
 		case *chunk:
-			a.sent(ctx, t.s, t, m.Err)
-		case *piece:
-			t.ch.refs--
-			a.trim(t.w)
-			a.sent(ctx, t.s, nil, m.Err)
+			a.sent(ctx, t, m.Err)
 		case *refusal:
 			if a.owed[t.peer]--; a.owed[t.peer] <= 0 {
 				delete(a.owed, t.peer)
@@ -373,106 +309,13 @@ func (a *Snapshot) start(ctx actor.Context, s *stream) {
 	a.active[string(s.peer)] = s
 	a.streaming++
 	a.cfg.Stats.StreamsInFlight.Add(1)
-	if s.resume.asked {
-		// A resume reply is the client's own (a delta, or a snapshot whose
-		// KTHXBAI says why it is full): it never shares a wave.
-		ctx.Send(a.cfg.Store, &ViewRequest{ReplyTo: ctx.Self(), Tag: s})
-		return
-	}
-	w := a.forming[string(s.subtree)]
-	if w == nil {
-		w = &wave{subtree: s.subtree, members: make(map[*stream]struct{})}
-		a.forming[string(s.subtree)] = w
-		ctx.Send(ctx.Self(), &formWave{w})
-	}
-	w.members[s] = struct{}{}
-	s.w = w
-}
-
-// form asks the store for the wave's view once its members are in.
-func (a *Snapshot) form(ctx actor.Context, w *wave) {
-	if a.forming[string(w.subtree)] == w {
-		delete(a.forming, string(w.subtree))
-	}
-	if len(w.members) > 0 {
-		ctx.Send(a.cfg.Store, &ViewRequest{ReplyTo: ctx.Self(), Tag: w})
-	}
-}
-
-// viewArrived starts the wave's members on its view (or on a running
-// wave's, when it is the same view and that wave still holds its start).
-func (a *Snapshot) viewArrived(ctx actor.Context, w *wave, v *View) {
-	if len(w.members) == 0 {
-		return // every member ended while the view was on its way
-	}
-	key := string(w.subtree)
-	if r := a.running[key]; r != nil && r.seq == v.Seq && r.history == v.History && r.base == 0 && len(r.members) > 0 {
-		for s := range w.members {
-			s.w = r
-			r.members[s] = struct{}{}
-		}
-		clear(w.members)
-		w = r
-	} else {
-		w.view, w.seq, w.history = v.Map, v.Seq, v.History
-		w.cur = v.Map.Cursor(w.subtree)
-		a.running[key] = w
-	}
-	now := time.Now()
-	for s := range w.members {
-		if s.viewAt.IsZero() {
-			s.seq, s.history, s.viewAt = w.seq, w.history, now
-		}
-	}
-	for s := range w.members {
-		a.fill(ctx, s)
-	}
+	ctx.Send(a.cfg.Store, &ViewRequest{ReplyTo: ctx.Self(), Tag: s})
 }
 
 // fill hands the router chunks until the stream has InFlight of them there.
 func (a *Snapshot) fill(ctx actor.Context, s *stream) {
-	for s.inflight < a.cfg.InFlight && !s.finished && !s.ending {
+	for s.inflight < a.cfg.InFlight && !s.finished && !s.ending && (s.cur != nil || s.resume.delta != nil) {
 		attained := s.keys
-		if w := s.w; w != nil {
-			if w.view == nil {
-				return // the wave's view is on its way
-			}
-			ch := a.waveChunk(w, s)
-			if ch != nil && w.eof && s.pos-w.base == len(w.chunks)-1 {
-				// The wave's last chunk: s gets a copy ending with its
-				// own KTHXBAI, one send as a stream of its own would be.
-				own := a.newChunk(s)
-				for i := range ch.msgs.Len() {
-					own.msgs.Add(ch.msgs.Message(i)...)
-				}
-				own.keys = ch.keys
-				s.pos++
-				s.keys += int64(ch.keys)
-				a.leaveWave(s)
-				a.addEnd(s, own)
-				s.inflight++
-				ctx.Send(a.cfg.Router, &adapter.Send{Peer: s.peer, Msgs: &own.msgs, ReplyTo: ctx.Self(), Tag: own, Attained: attained})
-				continue
-			}
-			if ch != nil {
-				s.pos++
-				s.keys += int64(ch.keys)
-				ch.refs++
-				s.inflight++
-				ctx.Send(a.cfg.Router, &adapter.Send{Peer: s.peer, Msgs: &ch.msgs, ReplyTo: ctx.Self(), Tag: &piece{s, ch, w}, Attained: attained})
-				continue
-			}
-			// Every KVSYNC handed over: leave the wave, then the KTHXBAI.
-			a.leaveWave(s)
-			ch = a.newChunk(s)
-			a.addEnd(s, ch)
-			s.inflight++
-			ctx.Send(a.cfg.Router, &adapter.Send{Peer: s.peer, Msgs: &ch.msgs, ReplyTo: ctx.Self(), Tag: ch, Attained: attained})
-			continue
-		}
-		if s.cur == nil && s.resume.delta == nil {
-			return
-		}
 		ch := a.produce(s)
 		a.countResume(s, ch)
 		s.inflight++
@@ -480,150 +323,35 @@ func (a *Snapshot) fill(ctx actor.Context, s *stream) {
 	}
 }
 
-// waveChunk returns the wave's chunk for member s, producing it when s is
-// the furthest, or nil when s has had every one.
-func (a *Snapshot) waveChunk(w *wave, s *stream) *chunk {
-	if i := s.pos - w.base; i < len(w.chunks) {
-		return w.chunks[i]
-	}
-	if w.eof {
-		return nil
-	}
-	var ch *chunk
-	if k := len(w.spare); k > 0 {
-		ch, w.spare = w.spare[k-1], w.spare[:k-1]
-	} else {
-		ch = a.newChunk(nil)
-	}
-	ch.msgs.Reset()
-	var done bool
-	ch.keys, done = a.encode(w.cur, ch)
-	w.eof = done
-	if ch.keys == 0 {
-		w.spare = append(w.spare, ch)
-		return nil
-	}
-	w.chunks = append(w.chunks, ch)
-	if len(w.chunks) > maxRetained {
-		a.detachLaggards(w, s)
-	}
-	return ch
-}
-
-// encode adds the cursor's next entries to ch, up to ChunkSize messages
-// and ChunkBytes, and returns how many, and done when the cursor has no
-// more.
-func (a *Snapshot) encode(cur *kvmap.Cursor, ch *chunk) (n int, done bool) {
-	for n < a.cfg.ChunkSize && len(ch.msgs.Data) < a.cfg.ChunkBytes {
-		e, ok := cur.Next()
-		if !ok {
-			return n, true
-		}
-		ch.add(e.Key(), e.Seq(), e.UUID(), e.Props(), e.Body())
-		n++
-	}
-	return n, false
-}
-
-// detachLaggards moves the members more than maxRetained chunks behind
-// keep (the furthest, producing) onto cursors of their own on the same
-// view, positioned after what they were sent, so the wave can let go of
-// the chunks it kept for them.
-func (a *Snapshot) detachLaggards(w *wave, keep *stream) {
-	for s := range w.members {
-		if keep.pos-s.pos < maxRetained {
-			continue
-		}
-		delete(w.members, s)
-		s.w = nil
-		s.cur = w.view.Cursor(w.subtree)
-		for range s.keys {
-			s.cur.Next()
-		}
-	}
-	a.trim(w)
-}
-
-// trim lets go of the wave's chunks every member has had; a wave without
-// members ends.
-func (a *Snapshot) trim(w *wave) {
-	if len(w.members) == 0 {
-		if w.cur != nil {
-			w.cur.Close()
-		}
-		w.cur, w.view, w.chunks, w.spare = nil, nil, nil, nil
-		if a.running[string(w.subtree)] == w {
-			delete(a.running, string(w.subtree))
-		}
-		return
-	}
-	low := -1
-	for s := range w.members {
-		if low < 0 || s.pos < low {
-			low = s.pos
-		}
-	}
-	// A chunk still at the router leaves the window too (the Send holds
-	// it); only one nobody holds is reused.
-	k := 0
-	for k < len(w.chunks) && w.base+k < low {
-		if w.chunks[k].refs == 0 && len(w.spare) < 2*a.cfg.InFlight {
-			w.spare = append(w.spare, w.chunks[k])
-		}
-		k++
-	}
-	if k > 0 {
-		clear(w.chunks[:k])
-		w.chunks = w.chunks[k:]
-		w.base += k
-	}
-}
-
-// leaveWave takes s out of its wave.
-func (a *Snapshot) leaveWave(s *stream) {
-	if w := s.w; w != nil {
-		delete(w.members, s)
-		s.w = nil
-		a.trim(w)
-	}
-}
-
-// newChunk returns an empty chunk (of s; nil: a wave's).
-func (a *Snapshot) newChunk(s *stream) *chunk {
-	n := a.cfg.ChunkSize
-	return &chunk{s: s, msgs: transport.Flat{
-		Data:   make([]byte, 0, 64*(n+1)),
-		Sizes:  make([]uint64, 0, (n+1)*kvmsg.NumFrames),
-		PerMsg: kvmsg.NumFrames,
-	}}
-}
-
-// addEnd adds s's KTHXBAI to ch: the snapshot's last message.
-func (a *Snapshot) addEnd(s *stream, ch *chunk) {
-	ch.add([]byte(kvmsg.KeySnapshotEnd), s.seq, nil, a.endProps(s), s.subtree)
-	ch.final, s.finished = true, true
-}
-
 // produce builds the stream's next chunk: up to ChunkSize KVSYNCs (and
 // ChunkBytes) and, after the last key, the KTHXBAI.
 func (a *Snapshot) produce(s *stream) *chunk {
+	n := a.cfg.ChunkSize
 	var ch *chunk
 	if k := len(s.spare); k > 0 {
 		ch, s.spare = s.spare[k-1], s.spare[:k-1]
 	} else {
-		ch = a.newChunk(s)
+		ch = &chunk{s: s, msgs: transport.Flat{
+			Data:   make([]byte, 0, 64*(n+1)),
+			Sizes:  make([]uint64, 0, (n+1)*kvmsg.NumFrames),
+			PerMsg: kvmsg.NumFrames,
+		}}
 	}
 	ch.msgs.Reset()
 	if s.resume.delta != nil {
 		a.produceDelta(s, ch)
 		return ch
 	}
-	ch.final = false
-	var done bool
-	ch.keys, done = a.encode(s.cur, ch)
-	s.keys += int64(ch.keys)
-	if done {
-		a.addEnd(s, ch)
+	for ch.msgs.Len() < n && len(ch.msgs.Data) < a.cfg.ChunkBytes {
+		e, ok := s.cur.Next()
+		if !ok {
+			end := kvmsg.Msg{Key: []byte(kvmsg.KeySnapshotEnd), Seq: s.seq, Body: s.subtree, Props: a.endProps(s)}
+			ch.add(end.Key, end.Seq, nil, end.Props, end.Body)
+			ch.final, s.finished = true, true
+			break
+		}
+		ch.add(e.Key(), e.Seq(), e.UUID(), e.Props(), e.Body())
+		s.keys++
 	}
 	return ch
 }
@@ -634,9 +362,8 @@ func (ch *chunk) add(key []byte, seq int64, uuid, props, body []byte) {
 	ch.msgs.Add(key, sb[:], uuid, props, body)
 }
 
-// sent handles the router's report on a chunk of s: its own (ch), or a
-// wave's (ch nil).
-func (a *Snapshot) sent(ctx actor.Context, s *stream, ch *chunk, err error) {
+func (a *Snapshot) sent(ctx actor.Context, ch *chunk, err error) {
+	s := ch.s
 	s.inflight--
 	if s.ending {
 		if s.inflight == 0 {
@@ -658,7 +385,7 @@ func (a *Snapshot) sent(ctx actor.Context, s *stream, ch *chunk, err error) {
 		a.stalled--
 		a.streaming++
 	}
-	if ch != nil && ch.final {
+	if ch.final {
 		d := time.Since(s.started)
 		a.cfg.Stats.SnapshotsServed.Add(1)
 		a.cfg.Stats.SnapshotKeys.Add(s.keys)
@@ -669,9 +396,8 @@ func (a *Snapshot) sent(ctx actor.Context, s *stream, ch *chunk, err error) {
 		a.remove(ctx, s)
 		return
 	}
-	if ch != nil {
-		s.spare = append(s.spare, ch)
-	}
+	ch.final = false
+	s.spare = append(s.spare, ch)
 	a.fill(ctx, s)
 }
 
@@ -688,7 +414,6 @@ func (a *Snapshot) leave(s *stream) {
 
 // release lets go of the stream's view and buffers.
 func (a *Snapshot) release(s *stream) {
-	a.leaveWave(s)
 	if s.cur != nil {
 		s.cur.Close()
 		s.cur = nil

@@ -58,7 +58,9 @@ func TestStalledJoiners(t *testing.T) {
 	// before the last one here reads its refusal.
 	// 64 stream slots, so that 70 stalled joiners would hold them all if
 	// stalled streams kept their slots.
-	srv := startServer(t, server.Config{SnapshotDeadline: deadline, ZMTPHeartbeat: -1, MaxStreams: 64})
+	// The resume window off: it keeps the overwrites below by design (up
+	// to --resume-window); the heap check is about the pinned map versions.
+	srv := startServer(t, server.Config{SnapshotDeadline: deadline, ZMTPHeartbeat: -1, MaxStreams: 64, ResumeWindow: -1})
 	zctx := newContext(t, 0)
 	push := connect(t, zctx, zmq.PUSH, srv.Port(), 2, transport.Options{SndHWM: 100000})
 	defer push.Close()
