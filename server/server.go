@@ -360,7 +360,7 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	// Writes at any node: the proposer forwards to the leader's collector
 	// (its child, the forwarder) while another node leads, and dedupes
 	// UUIDs against what it proposed and what the store applied (the store
-	// feeds it Committed, below).
+	// feeds it Committed, below, when the window is on).
 	forwarder := actors.NewForwarder(actors.ForwarderConfig{Context: s.zctx, Sub: s.cfg.Collector == CollectorSub,
 		MaxQueue: s.cfg.ForwardQueue, MaxQueueBytes: s.cfg.ForwardQueueBytes, Stats: s.stats, Logger: s.log})
 	dedupe := s.cfg.DedupeWindow
@@ -382,7 +382,13 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 	p.ownsHandlers = firstErr == nil
 	// The store's followers: the reaper, then the extensions. Adding a
 	// built-in follower is one line here.
-	followers := append([]*actor.PID{p.reaper, p.proposer}, p.handlers...)
+	followers := []*actor.PID{p.reaper}
+	if dedupe >= 0 {
+		// The dedupe window learns what the store applied; without one
+		// the proposer would only drop each batch.
+		followers = append(followers, p.proposer)
+	}
+	followers = append(followers, p.handlers...)
 	store := actors.NewStore(actors.StoreConfig{Publisher: p.publisher, Handlers: followers, Stats: s.stats, Proposals: proposals,
 		Capacity: &actors.Capacity{MaxKeys: s.cfg.MaxKeys, MaxBytes: s.cfg.MaxBytes, Log: rejects}, Window: max(s.cfg.ResumeWindow, 0)})
 	p.store = spawn(storeName, actor.PropsFromProducer(func() actor.Actor { return store }, resume))
