@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/clonekv/clonekv/client"
+	"github.com/clonekv/clonekv/internal/freeport"
 	"github.com/clonekv/clonekv/kvmsg"
 	"github.com/clonekv/clonekv/transport"
 )
@@ -192,7 +192,7 @@ func launchSetup(p ClusterParams, setup string) (*benchSetup, error) {
 	if setup == SetupCluster {
 		count = 3
 	}
-	bases, err := freePortRuns(count, 5)
+	bases, err := freeport.Runs(count, 5)
 	if err != nil {
 		return nil, errors.Join(err, s.close())
 	}
@@ -234,34 +234,6 @@ func launchSetup(p ClusterParams, setup string) (*benchSetup, error) {
 		}
 	}
 	return s, nil
-}
-
-// freePortRuns finds count non-overlapping runs of width consecutive free
-// ports on 127.0.0.1 (below the ephemeral range).
-func freePortRuns(count, width int) ([]int, error) {
-	var out []int
-	for base := 21000 + int(time.Now().UnixNano()%5000); len(out) < count; base += width {
-		if base > 32000 {
-			return nil, errors.New("no free port runs below 32000")
-		}
-		ok := true
-		var ls []net.Listener
-		for i := range width {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+i))
-			if err != nil {
-				ok = false
-				break
-			}
-			ls = append(ls, l)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if ok {
-			out = append(out, base)
-		}
-	}
-	return out, nil
 }
 
 // leader waits until the running nodes agree on a leader and returns it.

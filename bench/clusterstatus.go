@@ -2,35 +2,19 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/clonekv/clonekv/server"
 )
 
-// clusterStatus is the part of a node's cluster status (its HTTP
-// listener) that the cluster case reads.
-type clusterStatus struct {
-	Role   string
-	Leader string
-	Term   uint64
-}
-
-// fetchClusterStatus asks the node whose --http listener is on httpPort.
-func fetchClusterStatus(httpPort int) (clusterStatus, error) {
-	var st clusterStatus
-	code, body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/v1/cluster", httpPort), 2*time.Second)
-	if err != nil {
-		return st, err
-	}
-	if code != http.StatusOK {
-		return st, fmt.Errorf("cluster status on :%d: %d %s", httpPort, code, body)
-	}
-	if err := json.Unmarshal(body, &st); err != nil {
-		return st, fmt.Errorf("cluster status on :%d: %w", httpPort, err)
-	}
-	return st, nil
+// fetchClusterStatus asks the node whose --http listener is on httpPort
+// for its cluster status.
+func fetchClusterStatus(httpPort int) (*server.ClusterStatus, error) {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	return server.FetchClusterStatus(context.Background(), hc, fmt.Sprintf("127.0.0.1:%d", httpPort))
 }
 
 // httpGet fetches url within d.

@@ -6,12 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,20 +23,7 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "clonekv-cluster-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bin = filepath.Join(dir, "clonesrv")
-	if err := testkit.GoBuild(bin, "github.com/clonekv/clonekv/cmd/clonesrv"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testkit.RunWithBinary(m, &bin, "clonesrv", "github.com/clonekv/clonekv/cmd/clonesrv"))
 }
 
 // Timing of the nodes under test. Heartbeats are short so that silence is
@@ -115,7 +99,7 @@ func newCluster(t testing.TB, opts clusterOpts) *testCluster {
 	}
 	c := &testCluster{t: t}
 	var spec []string
-	for i, base := range freeRuns(t, opts.nodes, 5) {
+	for i, base := range testkit.PortRuns(t, opts.nodes, 5) {
 		n := &node{name: fmt.Sprintf("n%d", i+1), port: base, raftPort: base + 3, httpPort: base + 4,
 			dir: t.TempDir(), extra: opts.extra}
 		c.nodes = append(c.nodes, n)
@@ -142,48 +126,6 @@ func newCluster(t testing.TB, opts clusterOpts) *testCluster {
 	}
 	c.leader(startWithin)
 	return c
-}
-
-// freeRuns returns count base ports, each the start of width consecutive
-// ports free on 127.0.0.1 right now, below the ephemeral range and not
-// overlapping.
-func freeRuns(t testing.TB, count, width int) []int {
-	t.Helper()
-	var out []int
-	taken := func(p int) bool {
-		for _, b := range out {
-			if p+width > b && p < b+width {
-				return true
-			}
-		}
-		return false
-	}
-	for try := 0; len(out) < count; try++ {
-		if try == 500 {
-			t.Fatalf("no %d runs of %d free ports", count, width)
-		}
-		p := 20000 + rand.IntN(12000)
-		if taken(p) {
-			continue
-		}
-		ok := true
-		var ls []net.Listener
-		for i := range width {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+i))
-			if err != nil {
-				ok = false
-				break
-			}
-			ls = append(ls, l)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if ok {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // args are the node's command line: the exact cluster flags.
@@ -472,18 +414,6 @@ func (n *node) metric(sample string) (float64, bool, error) {
 		return v, true, nil
 	}
 	return 0, false, nil
-}
-
-// jsonGet fetches url and decodes its JSON body into v.
-func jsonGet(url string, v any) error {
-	code, body, err := httpGet(url, 2*time.Second)
-	if err != nil {
-		return err
-	}
-	if code != http.StatusOK {
-		return fmt.Errorf("%s: status %d: %s", url, code, body)
-	}
-	return json.Unmarshal(body, v)
 }
 
 // waitFor polls cond until it holds, failing the test after d.

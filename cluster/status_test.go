@@ -1,40 +1,30 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
+	"net/http"
 	"testing"
+	"time"
+
+	"github.com/clonekv/clonekv/server"
 )
 
 // roleLeader is the role a leading node reports.
 const roleLeader = "leader"
 
-// nodeStatus is what a node says of itself and the cluster: the part of
-// GET /v1/cluster on its --http listener (server.ClusterStatus) the tests
-// read.
-type nodeStatus struct {
-	Node              string `json:"node"`
-	Role              string `json:"role"`
-	Term              uint64 `json:"term"`
-	Leader            string `json:"leader"`
-	History           string `json:"history"`
-	CommitIndex       uint64 `json:"commit_index"`
-	AppliedIndex      uint64 `json:"applied_index"`
-	LeaderCommitIndex uint64 `json:"leader_commit_index"`
-	Lag               uint64 `json:"lag"`
-	AppliedSequence   int64  `json:"applied_sequence"`
-	Elections         int64  `json:"elections"`
-	LeaderChanges     int64  `json:"leader_changes"`
-	Ready             bool   `json:"ready"`
-	NotReady          string `json:"not_ready"`
-}
+// nodeStatus is what a node says of itself and the cluster (GET
+// /v1/cluster on its --http listener).
+type nodeStatus = server.ClusterStatus
 
 // status asks n for its cluster status.
 func (n *node) status() (nodeStatus, error) {
-	var st nodeStatus
-	if err := jsonGet(n.httpURL("/v1/cluster"), &st); err != nil {
-		return st, fmt.Errorf("%s status: %w", n.name, err)
+	hc := &http.Client{Timeout: 2 * time.Second}
+	st, err := server.FetchClusterStatus(context.Background(), hc, n.httpURL(""))
+	if err != nil {
+		return nodeStatus{}, fmt.Errorf("%s status: %w", n.name, err)
 	}
-	return st, nil
+	return *st, nil
 }
 
 // writesRefused is how many client updates n holds back or gave up

@@ -1,9 +1,13 @@
 package server
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -312,4 +316,38 @@ func (s *Server) ClusterReady() error {
 		return errors.New("cluster: " + cs.NotReady)
 	}
 	return nil
+}
+
+// FetchClusterStatus asks the clonesrv whose --http listener is at addr
+// ("host:port" or a URL) for its ClusterStatus (GET /v1/cluster). hc bounds
+// the wait (its Timeout) unless ctx does first.
+func FetchClusterStatus(ctx context.Context, hc *http.Client, addr string) (*ClusterStatus, error) {
+	url := addr
+	if !strings.Contains(url, "://") {
+		url = "http://" + url
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+"/v1/cluster", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	var st ClusterStatus
+	if err := json.Unmarshal(body, &st); err != nil {
+		return nil, fmt.Errorf("not a cluster status: %w", err)
+	}
+	if st.Node == "" {
+		return nil, errors.New("not a cluster status: no node name")
+	}
+	return &st, nil
 }

@@ -11,12 +11,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,20 +30,7 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "clonekv-forwarding-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	bin = filepath.Join(dir, "clonesrv")
-	if err := testkit.GoBuild(bin, "github.com/clonekv/clonekv/cmd/clonesrv"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testkit.RunWithBinary(m, &bin, "clonesrv", "github.com/clonekv/clonekv/cmd/clonesrv"))
 }
 
 // node is one clonesrv process: CHP on P, P+1, P+2, raft on P+3, HTTP on P+4.
@@ -106,7 +90,7 @@ func startCluster(t *testing.T, extra ...string) []*node {
 	t.Helper()
 	var nodes []*node
 	var spec []string
-	for i, p := range freeRuns(t, 3, 5) {
+	for i, p := range testkit.PortRuns(t, 3, 5) {
 		n := &node{name: fmt.Sprintf("n%d", i+1), port: p}
 		nodes = append(nodes, n)
 		spec = append(spec, fmt.Sprintf("%s=127.0.0.1:%d/%d", n.name, p+3, p))
@@ -148,41 +132,6 @@ func startCluster(t *testing.T, extra ...string) []*node {
 		testkit.WaitFor(t, 60*time.Second, 20*time.Millisecond, n.name+" serving", func() bool { return n.metric("clonekv_sequence") >= 0 })
 	}
 	return nodes
-}
-
-// freeRuns returns count base ports, each the first of width free
-// consecutive ports on 127.0.0.1.
-func freeRuns(t *testing.T, count, width int) []int {
-	t.Helper()
-	var out []int
-	for try := 0; try < 500 && len(out) < count; try++ {
-		p := 20000 + rand.IntN(12000)
-		ok := true
-		for _, q := range out {
-			if p < q+width && q < p+width {
-				ok = false
-			}
-		}
-		var ls []net.Listener
-		for i := 0; ok && i < width; i++ {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+i))
-			if err != nil {
-				ok = false
-				break
-			}
-			ls = append(ls, l)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if ok {
-			out = append(out, p)
-		}
-	}
-	if len(out) < count {
-		t.Fatal("no free port runs")
-	}
-	return out
 }
 
 // subscriber records the KVPUBs of one node (key → sequences received),

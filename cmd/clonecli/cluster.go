@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -85,42 +84,11 @@ func queryNodes(ctx context.Context, addrs []string, timeout time.Duration) []no
 	for i, addr := range addrs {
 		wg.Go(func() {
 			out[i] = nodeAnswer{addr: addr}
-			out[i].status, out[i].err = queryNode(ctx, hc, addr)
+			out[i].status, out[i].err = server.FetchClusterStatus(ctx, hc, addr)
 		})
 	}
 	wg.Wait()
 	return out
-}
-
-func queryNode(ctx context.Context, hc *http.Client, addr string) (*server.ClusterStatus, error) {
-	url := addr
-	if !strings.Contains(url, "://") {
-		url = "http://" + url
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(url, "/")+"/v1/cluster", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	var st server.ClusterStatus
-	if err := json.Unmarshal(body, &st); err != nil {
-		return nil, fmt.Errorf("not a cluster status: %w", err)
-	}
-	if st.Node == "" {
-		return nil, errors.New("not a cluster status: no node name")
-	}
-	return &st, nil
 }
 
 // writeClusterTable prints one row per node: the queried ones as they

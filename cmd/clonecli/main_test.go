@@ -12,7 +12,6 @@ import (
 	"maps"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -32,19 +31,7 @@ var cliBin string
 // TestMain builds clonecli once; the tests run it as a separate process,
 // as a shell user would.
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "clonecli-test-")
-	if err != nil {
-		panic(err)
-	}
-	cliBin = filepath.Join(dir, "clonecli")
-	if err := testkit.GoBuild(cliBin, "."); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testkit.RunWithBinary(m, &cliBin, "clonecli", "."))
 }
 
 // startServer runs an in-process server with a 100ms heartbeat until the

@@ -2,7 +2,10 @@ package testkit
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"testing"
 )
 
 // GoBuild builds the Go package pkg (an import path, or "." for the
@@ -17,4 +20,23 @@ func GoBuild(out, pkg string, flags ...string) error {
 		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
 	}
 	return nil
+}
+
+// RunWithBinary is the whole TestMain of a package whose tests exec one
+// binary: it builds pkg (GoBuild, with flags) into a temporary directory
+// as name, sets *path to it, runs the tests and removes the directory.
+// Call it as os.Exit(testkit.RunWithBinary(m, &bin, "clonesrv", pkg)).
+func RunWithBinary(m *testing.M, path *string, name, pkg string, flags ...string) int {
+	dir, err := os.MkdirTemp("", "clonekv-"+name+"-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	*path = filepath.Join(dir, name)
+	if err := GoBuild(*path, pkg, flags...); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
 }

@@ -1,10 +1,9 @@
 package testkit
 
 import (
-	"fmt"
-	"math/rand/v2"
-	"net"
 	"testing"
+
+	"github.com/clonekv/clonekv/internal/freeport"
 )
 
 // FreePorts returns a base port P such that P, P+1 and P+2 are free on
@@ -13,25 +12,16 @@ import (
 // same ports.
 func FreePorts(t testing.TB) int {
 	t.Helper()
-	for try := 0; try < 200; try++ {
-		p := 20000 + rand.IntN(12000)
-		ok := true
-		var ls []net.Listener
-		for i := range 3 {
-			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+i))
-			if err != nil {
-				ok = false
-				break
-			}
-			ls = append(ls, l)
-		}
-		for _, l := range ls {
-			l.Close()
-		}
-		if ok {
-			return p
-		}
+	return PortRuns(t, 1, 3)[0]
+}
+
+// PortRuns returns count non-overlapping runs of width free consecutive
+// ports (freeport.Runs), failing t when there are none.
+func PortRuns(t testing.TB, count, width int) []int {
+	t.Helper()
+	runs, err := freeport.Runs(count, width)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port triple")
-	return 0
+	return runs
 }
