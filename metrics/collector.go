@@ -137,6 +137,12 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v int64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), labels...)
 	}
+	// byReason emits one counter per reason counted in c.
+	byReason := func(d *prometheus.Desc, c *stats.Counts) {
+		for _, r := range c.All() {
+			counter(d, r.Count, r.Reason)
+		}
+	}
 	counter(c.accepted, st.UpdatesAccepted.Load())
 	counter(c.published, st.UpdatesPublished.Load())
 	for _, r := range st.Rejects() {
@@ -156,12 +162,8 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.streamsStalled, st.StreamsStalled.Load())
 	gauge(c.snapshotsWaiting, st.SnapshotsWaiting.Load())
 	ch <- prometheus.MustNewConstMetric(c.pinnedViewAge, prometheus.GaugeValue, float64(st.PinnedViewNanos.Load())/1e9)
-	for _, r := range st.SnapshotAborts.All() {
-		counter(c.snapshotAborts, r.Count, r.Reason)
-	}
-	for _, r := range st.SnapshotRefusals.All() {
-		counter(c.snapshotRefusals, r.Count, r.Reason)
-	}
+	byReason(c.snapshotAborts, &st.SnapshotAborts)
+	byReason(c.snapshotRefusals, &st.SnapshotRefusals)
 	gauge(c.raftCommit, st.RaftCommitIndex.Load())
 	gauge(c.raftApplied, st.RaftAppliedIndex.Load())
 	gauge(c.raftSnapIndex, st.RaftLastSnapshotIndex.Load())
@@ -178,12 +180,8 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		result, reason, _ := strings.Cut(r.Reason, ":")
 		counter(c.resumes, r.Count, result, reason)
 	}
-	for _, r := range st.ResumeMessages.All() {
-		counter(c.resumeMsgs, r.Count, r.Reason)
-	}
-	for _, r := range st.ResumeBytes.All() {
-		counter(c.resumeBytes, r.Count, r.Reason)
-	}
+	byReason(c.resumeMsgs, &st.ResumeMessages)
+	byReason(c.resumeBytes, &st.ResumeBytes)
 	gauge(c.windowSeqs, st.ResumeWindowSequences.Load())
 	var age float64
 	if oldest := st.ResumeWindowOldestNanos.Load(); oldest != 0 {
@@ -200,9 +198,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.dedupeWindow, st.DedupeWindow.Load())
 	gauge(c.forwardQueue, st.ForwardQueued.Load(), "updates")
 	gauge(c.forwardQueue, st.ForwardQueuedBytes.Load(), "bytes")
-	for _, r := range st.ForwardDropped.All() {
-		counter(c.forwardDropped, r.Count, r.Reason)
-	}
+	byReason(c.forwardDropped, &st.ForwardDropped)
 	gauge(c.proposerQueue, st.ProposerQueued.Load(), "updates")
 	gauge(c.proposerQueue, st.ProposerQueuedBytes.Load(), "bytes")
 	for _, p := range c.src.Peers() {
