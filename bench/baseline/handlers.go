@@ -34,10 +34,12 @@ func (s *Server) handleSnapshot() error {
 		}
 	}
 	end := kvmsg.Msg{Key: []byte(kvmsg.KeySnapshotEnd), Seq: s.sequence, Body: frames[2]}
+	// Counted before KTHXBAI goes out, so a client that has its KTHXBAI sees
+	// its snapshot in Stats (the tests read Stats right after it).
+	s.snapshots.Add(1)
 	if err := transport.SendMessage(s.snapshot, append(append(out[:0], identity), end.Frames()...), 0); err != nil {
 		return fmt.Errorf("baseline: send KTHXBAI: %w", err)
 	}
-	s.snapshots.Add(1)
 	s.log.Debug("sent snapshot", "sequence", s.sequence, "subtree", subtree)
 	return nil
 }
@@ -57,10 +59,10 @@ func (s *Server) handleCollector() error {
 	}
 	s.sequence++
 	m.Seq = s.sequence
+	s.updates.Add(1) // before publishing: a subscriber that has it sees it counted
 	if err := transport.SendMessage(s.publisher, m.Frames(), 0); err != nil {
 		return fmt.Errorf("baseline: publish update %d: %w", m.Seq, err)
 	}
-	s.updates.Add(1)
 	if ttl, err := m.TTL(); err == nil && ttl > 0 {
 		expiry := time.Now().UnixMilli() + ttl.Milliseconds()
 		m = m.SetProp(kvmsg.PropTTL, strconv.FormatInt(expiry, 10))
@@ -94,11 +96,11 @@ func (s *Server) flushTTL(now time.Time) error {
 		s.sequence++
 		m.Seq = s.sequence
 		m.Body = nil
+		s.expired.Add(1)
 		if err := transport.SendMessage(s.publisher, m.Frames(), 0); err != nil {
 			return fmt.Errorf("baseline: publish delete %q: %w", key, err)
 		}
 		delete(s.kvmap, key)
-		s.expired.Add(1)
 	}
 	return nil
 }
