@@ -87,6 +87,29 @@ func clipProp(b []byte) []byte {
 	return b
 }
 
+// awaitAhead reports whether a resume request ahead of this node's view
+// waits for the node to catch up (AheadWait): the stream then holds no
+// view and asks the store again at the next tick. Once the node reaches
+// since the request gets its delta; at the deadline, a full snapshot
+// (reason=ahead, startDelta).
+func (a *Snapshot) awaitAhead(s *stream, v *View, now time.Time) bool {
+	r := &s.resume
+	if a.cfg.AheadWait <= 0 || !r.asked || r.reason != "" || v.Window == nil || r.history != v.History || r.since <= v.Seq {
+		return false
+	}
+	if s.aheadUntil.IsZero() {
+		s.aheadUntil = now.Add(a.cfg.AheadWait)
+		a.cfg.Stats.ResumeAheadWaits.Add(1)
+		a.cfg.Logger.Debug("resume request ahead of this node: waiting for it to catch up", "peer", fmt.Sprintf("%x", s.peer),
+			"since", r.since, "seq", v.Seq, "wait", a.cfg.AheadWait)
+	}
+	if !now.Before(s.aheadUntil) {
+		return false
+	}
+	s.awaiting = true
+	return true
+}
+
 // startDelta decides, at the view, how a resume request is answered: it
 // returns true and sets the stream's delta cursor when the window covers
 // the request, and otherwise records why a full snapshot follows.

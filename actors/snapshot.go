@@ -74,6 +74,15 @@ type SnapshotConfig struct {
 	// Resume turns the resume extension on (resume.go): KTHXBAI says
 	// resume=1 and three-frame requests may get a delta.
 	Resume bool
+	// AheadWait is how long a resume request from a client ahead of this
+	// node (the same history, since above the node's sequence) waits for
+	// the node to catch up before it is answered with a whole snapshot
+	// (reason=ahead). A cluster follower can be behind what the leader
+	// has already published by a heartbeat or, when the leader died, by an
+	// election; answering at once would move the client's map back to an
+	// older state. 0 answers at once: a single node is never behind what
+	// it published.
+	AheadWait time.Duration
 }
 
 // Snapshot answers ICANHAZ? requests. For each it asks the store for a View
@@ -122,6 +131,11 @@ type stream struct {
 	keys     int64
 	spare    []*chunk
 	resume   resumeAsk // the request's third frame, if any (resume.go)
+	// aheadUntil is when a resume request ahead of the node stops waiting
+	// for it (zero: it has not waited); awaiting is set while it waits
+	// for the next tick to ask the store again.
+	aheadUntil time.Time
+	awaiting   bool
 }
 
 // chunk is one batch of a stream's messages; its buffers are reused once the
@@ -175,10 +189,15 @@ func NewSnapshot(cfg SnapshotConfig) *Snapshot {
 		later: make(map[string][]string), owed: make(map[string]int)}
 }
 
-// tickEvery is how often deadlines are checked: a quarter of the shortest,
-// between 5ms and 250ms.
+// tickEvery is how often deadlines are checked (a quarter of the shortest,
+// between 5ms and 250ms), and at most 50ms when resume requests may wait
+// for the node to catch up (they ask the store again on every tick).
 func (a *Snapshot) tickEvery() time.Duration {
-	return min(max(a.cfg.StallAfter/4, 5*time.Millisecond), 250*time.Millisecond)
+	d := min(max(a.cfg.StallAfter/4, 5*time.Millisecond), 250*time.Millisecond)
+	if a.cfg.AheadWait > 0 {
+		d = min(d, 50*time.Millisecond)
+	}
+	return d
 }
 
 // Receive handles *adapter.Request, *View, *adapter.Sent and the ticks.
@@ -195,11 +214,16 @@ func (a *Snapshot) Receive(ctx actor.Context) {
 		if !ok || s.ending {
 			return
 		}
+		now := time.Now()
+		if a.awaitAhead(s, m, now) {
+			return
+		}
 		s.seq, s.history = m.Seq, m.History
+		s.progress = now // waiting for the view (or the node) is not the peer's idleness
 		if !a.startDelta(s, m) {
 			s.cur = m.Map.Cursor(s.subtree)
 		}
-		s.viewAt = time.Now()
+		s.viewAt = now
 		a.fill(ctx, s)
 	case *adapter.Sent:
 		switch t := m.Tag.(type) {
@@ -484,6 +508,13 @@ func (a *Snapshot) check(ctx actor.Context, now time.Time) {
 	var stalled []*stream
 	for _, s := range a.active {
 		if s.ending {
+			continue
+		}
+		if s.awaiting {
+			// Ahead of this node: ask again; the view decides whether to
+			// wait more (awaitAhead).
+			s.awaiting = false
+			ctx.Send(a.cfg.Store, &ViewRequest{ReplyTo: ctx.Self(), Tag: s})
 			continue
 		}
 		idle := now.Sub(s.progress)

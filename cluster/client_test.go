@@ -20,7 +20,10 @@ const clientHeartbeat = time.Second
 // writers stream; the client ends up following another node within its
 // heartbeat timeout plus an election (and a margin for a loaded machine),
 // with no reset event (the same history), and its map equals the
-// cluster's once the writers stop.
+// cluster's once the writers stop. It is also issue 14, behaviour 2 across
+// a failover: every node keeps its own resume window of the one log, so
+// the move is a resume (only what the client missed), never a whole
+// snapshot.
 func TestClientFollowsAnotherNode(t *testing.T) {
 	c := newCluster(t, clusterOpts{})
 	zctx := newZctx(t)
@@ -105,6 +108,11 @@ func TestClientFollowsAnotherNode(t *testing.T) {
 	if st.Switches < 1 {
 		t.Errorf("client switches %d, want ≥ 1", st.Switches)
 	}
-	t.Logf("kill -9 of leader %s: the client followed %s %v later (new leader %s); %d joins, %d switches, %d resyncs, %d updates, events %v; final %d keys at sequence %d",
-		l.name, st.Server, moved.Round(time.Millisecond), nl.name, st.Joins, st.Switches, st.Resyncs, st.Updates, counts, len(want), final.Seq)
+	if st.Resumes < 1 || st.FullResyncs != 0 {
+		t.Errorf("the client's re-joins after the failover: %d resumed, %d whole snapshots (%v), want resumes only",
+			st.Resumes, st.FullResyncs, st.FullReasons)
+	}
+	t.Logf("kill -9 of leader %s: the client followed %s %v later (new leader %s); %d joins, %d switches, %d resyncs (%d resumed), %d updates, events %v; last re-join %s of %d messages; final %d keys at sequence %d",
+		l.name, st.Server, moved.Round(time.Millisecond), nl.name, st.Joins, st.Switches, st.Resyncs, st.Resumes, st.Updates, counts,
+		st.LastJoin.Kind, st.LastJoin.Messages, len(want), final.Seq)
 }

@@ -46,7 +46,7 @@ type statsCollector struct {
 	// The raft log (README "Durability").
 	raftCommit, raftApplied, raftSnapIndex, raftSnapTime, raftLogEntries, raftDisk, notStored, logFailed *prometheus.Desc
 	// The resume extension (README "Protocol additions").
-	resumes, resumeMsgs, resumeBytes, windowSeqs, windowSecs, windowBytes *prometheus.Desc
+	resumes, resumeMsgs, resumeBytes, resumeAheadWaits, windowSeqs, windowSecs, windowBytes *prometheus.Desc
 	// Writes at any node (README "Running a cluster").
 	forwarded, deduplicated, dedupeWindow, forwardQueue, forwardDropped, proposerQueue *prometheus.Desc
 }
@@ -97,6 +97,7 @@ func newStatsCollector(src Source) *statsCollector {
 		resumes:          d("resumes_total", "Resume requests answered (KTHXBAI delivered), by result (delta: only the missed updates; full: a whole snapshot) and, for full, reason (history, compacted, ahead, bad_request, disabled).", "result", "reason"),
 		resumeMsgs:       d("resume_messages_total", "KVSYNC messages sent in reply to resume requests, by result.", "result"),
 		resumeBytes:      d("resume_bytes_total", "Bytes of the frames sent in reply to resume requests (KTHXBAI included), by result.", "result"),
+		resumeAheadWaits: d("resume_ahead_waits_total", "Resume requests that asked for a sequence above this node's and waited (up to the cluster's --catch-up-timeout) for the node to reach it: a follower behind what the leader already published."),
 		windowSeqs:       d("resume_window_sequences", "Updates held in the resume window: its span in sequences (a client that missed fewer resumes)."),
 		windowSecs:       d("resume_window_seconds", "Age of the oldest update in the resume window (0: empty)."),
 		windowBytes:      d("resume_window_bytes", "Bytes the resume window's updates take (frames plus a 32-byte index entry each); bounded by --resume-window."),
@@ -121,7 +122,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.hQueued, c.hLag, c.hHandled, c.hDropped, c.hPanics, c.hBusy,
 		c.streamsStalled, c.snapshotsWaiting, c.pinnedViewAge, c.snapshotAborts, c.snapshotRefusals, c.connClosed,
 		c.raftCommit, c.raftApplied, c.raftSnapIndex, c.raftSnapTime, c.raftLogEntries, c.raftDisk, c.notStored, c.logFailed,
-		c.resumes, c.resumeMsgs, c.resumeBytes, c.windowSeqs, c.windowSecs, c.windowBytes,
+		c.resumes, c.resumeMsgs, c.resumeBytes, c.resumeAheadWaits, c.windowSeqs, c.windowSecs, c.windowBytes,
 		c.expiryBacklog, c.expiryIndexKeys, c.expiriesProposed, c.expiryRate,
 		c.forwarded, c.deduplicated, c.dedupeWindow, c.forwardQueue, c.forwardDropped, c.proposerQueue,
 	} {
@@ -182,6 +183,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	byReason(c.resumeMsgs, &st.ResumeMessages)
 	byReason(c.resumeBytes, &st.ResumeBytes)
+	counter(c.resumeAheadWaits, st.ResumeAheadWaits.Load())
 	gauge(c.windowSeqs, st.ResumeWindowSequences.Load())
 	var age float64
 	if oldest := st.ResumeWindowOldestNanos.Load(); oldest != 0 {

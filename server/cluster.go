@@ -58,12 +58,29 @@ type ClusterConfig struct {
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
 	// CatchUpTimeout bounds how long the start waits for a leader and to
 	// catch up with it before serving (default
-	// raftlog.DefaultCatchUpTimeout).
+	// raftlog.DefaultCatchUpTimeout), and how long a resume request from
+	// a client ahead of the node waits for it (aheadWait).
 	CatchUpTimeout time.Duration
 	// MaxLag is how many log entries a node may be behind the leader's
 	// commit index and still say it is ready (default
 	// raftlog.DefaultMaxLag).
 	MaxLag uint64
+}
+
+// aheadWait is how long a resume request from a client ahead of this node
+// waits for it to catch up (actors.SnapshotConfig.AheadWait): a node that
+// is not the leader learns what was committed a heartbeat later, or after
+// an election when the leader died, which CatchUpTimeout bounds. A single
+// node (nil) never waits.
+func (c *ClusterConfig) aheadWait() time.Duration {
+	switch {
+	case c == nil:
+		return 0
+	case c.CatchUpTimeout > 0:
+		return c.CatchUpTimeout
+	default:
+		return raftlog.DefaultCatchUpTimeout
+	}
 }
 
 // ParseCluster reads a --cluster list: NAME=HOST:RAFTPORT/CHPPORT,... It

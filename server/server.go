@@ -409,6 +409,7 @@ func (s *Server) spawn(sys *actor.ActorSystem, p *pids) error {
 		Store: storePID, Stats: s.stats, Log: rejects, Logger: s.log, MaxSubtree: s.cfg.Limits.MaxKey,
 		Router: sys.NewLocalPID("router"), MaxStreams: s.cfg.MaxStreams, MaxWaiting: s.cfg.MaxWaiting,
 		MaxWaitingPerPeer: s.cfg.MaxWaitingPerPeer, Deadline: s.cfg.SnapshotDeadline, Resume: s.cfg.ResumeWindow > 0,
+		AheadWait: s.cfg.Cluster.aheadWait(),
 	})
 	p.snapshot = spawn("snapshot", actor.PropsFromProducer(func() actor.Actor { return snapshot }, resume))
 	if firstErr == nil {

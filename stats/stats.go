@@ -68,6 +68,7 @@ type Server struct {
 	Resumes                 Counts       // resume replies delivered, by "delta" or "full:<reason>"
 	ResumeMessages          Counts       // KVSYNCs in those replies, by "delta" or "full"
 	ResumeBytes             Counts       // bytes of those replies' frames (KTHXBAI included), by "delta" or "full"
+	ResumeAheadWaits        atomic.Int64 // resume requests that waited for this node to reach their since (a lagging cluster node)
 	// Cluster is the raft cluster as this node sees it (nil: a single
 	// node). See Cluster.
 	Cluster atomic.Pointer[Cluster]

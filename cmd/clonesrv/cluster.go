@@ -29,7 +29,7 @@ func defineClusterFlags(fs interface {
 	fs.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", raftlog.DefaultHeartbeatTimeout, "cluster: a follower that hears nothing from the leader for this long (randomized up to twice) starts an election")
 	fs.DurationVar(&f.election, "raft-election-timeout", raftlog.DefaultElectionTimeout, "cluster: how long a candidate waits for votes before it tries again (randomized up to twice)")
 	fs.DurationVar(&f.lease, "raft-leader-lease-timeout", raftlog.DefaultLeaderLeaseTimeout, "cluster: a leader that hears from no quorum for this long steps down (at most --raft-heartbeat-timeout)")
-	fs.DurationVar(&f.catchUp, "catch-up-timeout", raftlog.DefaultCatchUpTimeout, "cluster: how long a start waits for a leader and to catch up with it before serving what the node has")
+	fs.DurationVar(&f.catchUp, "catch-up-timeout", raftlog.DefaultCatchUpTimeout, "cluster: how long a start waits for a leader and to catch up with it before serving what the node has, and how long a resume request ahead of the node waits for it")
 	fs.Uint64Var(&f.maxLag, "max-lag", raftlog.DefaultMaxLag, "cluster: /readyz answers 503 on a node whose applied log is more than this many entries behind the leader's commit index")
 }
 
