@@ -100,6 +100,7 @@ soak: deps
 	$(GO) test -count=1 -timeout 10m ./reliability/
 	$(GO) test -tags soak -count=1 -timeout 30m -run '^(TestJoinHerd|TestHerdRestart)$$' -v ./reliability/
 	$(GO) test -tags soak -count=1 -timeout 10m -run '^TestMassExpirySoak$$' -v ./durability/
+	$(GO) test -tags soak -count=1 -timeout 30m -run '^TestResumeHerd$$' -v ./client/
 	SOAK=$(SOAK) SOAK_SAMPLE=$(SOAK_SAMPLE) $(GO) test -tags soak -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak$$' -v ./reliability/
 	CLUSTER_SOAK=$(CLUSTER_SOAK) $(GO) test -tags soak -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestClusterSoak$$' -v ./cluster/
 
