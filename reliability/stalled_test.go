@@ -111,8 +111,13 @@ func TestStalledJoiners(t *testing.T) {
 	if pin := heapPinned - heapBase; pin < int64(keys)*50 {
 		t.Fatalf("overwriting %d keys under pinned views grew the heap by only %d bytes: the views pinned nothing?", keys, pin)
 	}
-	if heapAfter > heapBase+(heapPinned-heapBase)/2 {
-		t.Errorf("heap %d bytes after the stalled streams ended, want near %d (it was %d while pinned)", heapAfter, heapBase, heapPinned)
+	// What ending the streams must free is the old version: at least half
+	// of its 100-byte values. Not "back to the base": the overwrite also
+	// grew the raft log, which an in-memory server keeps until its next
+	// snapshot (about 32 MiB of the 64 the overwrite added at 200,000 keys).
+	if freed := heapPinned - heapAfter; freed < int64(keys)*50 {
+		t.Errorf("ending the stalled streams freed %d bytes of heap (%d pinned → %d after; %d before the overwrite), want at least %d: the old map version is still held",
+			freed, heapPinned, heapAfter, heapBase, int64(keys)*50)
 	}
 	if got := st.PinnedViewNanos.Load(); got != 0 {
 		waitFor(t, 5*time.Second, "pinned view age back to 0", func() bool { return st.PinnedViewNanos.Load() == 0 })
