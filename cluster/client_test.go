@@ -95,10 +95,23 @@ func TestClientFollowsAnotherNode(t *testing.T) {
 		want[k] = e.Body
 	}
 	var got *client.Snapshot
-	waitFor(t, 30*time.Second, "the client's map equal to the cluster's", func() bool {
+	for until := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		got = cl.Snapshot()
-		return got.Synced && got.Seq == final.Seq && maps.Equal(got.Map(), want)
-	})
+		if got.Synced && got.Seq == final.Seq && maps.Equal(got.Map(), want) {
+			break
+		}
+		if time.Now().After(until) {
+			gm := got.Map()
+			diff := 0
+			for k, v := range want {
+				if gm[k] != v {
+					diff++
+				}
+			}
+			t.Fatalf("the client's map is not the cluster's 30s after the writers stopped: synced %v at seq %d with %d keys (%d differ), the cluster at %d with %d keys; client stats %+v",
+				got.Synced, got.Seq, len(gm), diff, final.Seq, len(want), cl.Stats())
+		}
+	}
 	st := cl.Stats()
 	mu.Lock()
 	defer mu.Unlock()
