@@ -177,8 +177,8 @@ type rawSub struct {
 	// one (an update or HUGZ above the last sequence) sets where this
 	// subscriber came back, and what it jumped over is late, not lost.
 	rebase bool
-	quit chan struct{}
-	done chan struct{}
+	quit   chan struct{}
+	done   chan struct{}
 }
 
 func startRawSub(t *testing.T, port, rate int) *rawSub {
