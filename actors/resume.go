@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/clonekv/clonekv/kvmsg"
 	"github.com/clonekv/clonekv/stats"
 	"github.com/clonekv/clonekv/window"
@@ -88,25 +90,23 @@ func clipProp(b []byte) []byte {
 }
 
 // awaitAhead reports whether a resume request ahead of this node's view
-// waits for the node to catch up (AheadWait): the stream then holds no
-// view and asks the store again at the next tick. Once the node reaches
-// since the request gets its delta; at the deadline, a full snapshot
-// (reason=ahead, startDelta).
-func (a *Snapshot) awaitAhead(s *stream, v *View, now time.Time) bool {
+// waits for the node to catch up (AheadWait): the store is asked again for
+// a view once its sequence reaches since, and holds that request until
+// then. A view that reaches since gets the delta; at the deadline the
+// snapshot responder takes the view as it is (check), and the request
+// gets a full snapshot (reason=ahead, startDelta).
+func (a *Snapshot) awaitAhead(ctx actor.Context, s *stream, v *View, now time.Time) bool {
 	r := &s.resume
-	if a.cfg.AheadWait <= 0 || !r.asked || r.reason != "" || v.Window == nil || r.history != v.History || r.since <= v.Seq {
+	if a.cfg.AheadWait <= 0 || !s.aheadUntil.IsZero() || !r.asked || r.reason != "" || v.Window == nil ||
+		r.history != v.History || r.since <= v.Seq {
 		return false
 	}
-	if s.aheadUntil.IsZero() {
-		s.aheadUntil = now.Add(a.cfg.AheadWait)
-		a.cfg.Stats.ResumeAheadWaits.Add(1)
-		a.cfg.Logger.Debug("resume request ahead of this node: waiting for it to catch up", "peer", fmt.Sprintf("%x", s.peer),
-			"since", r.since, "seq", v.Seq, "wait", a.cfg.AheadWait)
-	}
-	if !now.Before(s.aheadUntil) {
-		return false
-	}
+	s.aheadUntil = now.Add(a.cfg.AheadWait)
 	s.awaiting = true
+	a.cfg.Stats.ResumeAheadWaits.Add(1)
+	a.cfg.Logger.Debug("resume request ahead of this node: waiting for it to catch up", "peer", fmt.Sprintf("%x", s.peer),
+		"since", r.since, "seq", v.Seq, "wait", a.cfg.AheadWait)
+	ctx.Send(a.cfg.Store, &ViewRequest{ReplyTo: ctx.Self(), Tag: s, MinSeq: r.since, Until: s.aheadUntil})
 	return true
 }
 

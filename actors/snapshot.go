@@ -132,10 +132,13 @@ type stream struct {
 	spare    []*chunk
 	resume   resumeAsk // the request's third frame, if any (resume.go)
 	// aheadUntil is when a resume request ahead of the node stops waiting
-	// for it (zero: it has not waited); awaiting is set while it waits
-	// for the next tick to ask the store again.
+	// for it (zero: it has not waited); awaiting is set while the store
+	// holds its view request (ViewRequest.MinSeq); viewed once it has a
+	// view (a held request the store answers after the deadline's own is
+	// then ignored).
 	aheadUntil time.Time
 	awaiting   bool
+	viewed     bool
 }
 
 // chunk is one batch of a stream's messages; its buffers are reused once the
@@ -189,15 +192,10 @@ func NewSnapshot(cfg SnapshotConfig) *Snapshot {
 		later: make(map[string][]string), owed: make(map[string]int)}
 }
 
-// tickEvery is how often deadlines are checked (a quarter of the shortest,
-// between 5ms and 250ms), and at most 50ms when resume requests may wait
-// for the node to catch up (they ask the store again on every tick).
+// tickEvery is how often deadlines are checked: a quarter of the shortest,
+// between 5ms and 250ms.
 func (a *Snapshot) tickEvery() time.Duration {
-	d := min(max(a.cfg.StallAfter/4, 5*time.Millisecond), 250*time.Millisecond)
-	if a.cfg.AheadWait > 0 {
-		d = min(d, 50*time.Millisecond)
-	}
-	return d
+	return min(max(a.cfg.StallAfter/4, 5*time.Millisecond), 250*time.Millisecond)
 }
 
 // Receive handles *adapter.Request, *View, *adapter.Sent and the ticks.
@@ -211,13 +209,14 @@ func (a *Snapshot) Receive(ctx actor.Context) {
 		a.request(ctx, m)
 	case *View:
 		s, ok := m.Tag.(*stream)
-		if !ok || s.ending {
+		if !ok || s.ending || s.viewed {
 			return
 		}
 		now := time.Now()
-		if a.awaitAhead(s, m, now) {
+		if a.awaitAhead(ctx, s, m, now) {
 			return
 		}
+		s.awaiting, s.viewed = false, true
 		s.seq, s.history = m.Seq, m.History
 		s.progress = now // waiting for the view (or the node) is not the peer's idleness
 		if !a.startDelta(s, m) {
@@ -511,10 +510,12 @@ func (a *Snapshot) check(ctx actor.Context, now time.Time) {
 			continue
 		}
 		if s.awaiting {
-			// Ahead of this node: ask again; the view decides whether to
-			// wait more (awaitAhead).
-			s.awaiting = false
-			ctx.Send(a.cfg.Store, &ViewRequest{ReplyTo: ctx.Self(), Tag: s})
+			// Ahead of this node and held by the store: past the wait,
+			// take the view as it is (a full snapshot, reason=ahead).
+			if !now.Before(s.aheadUntil) {
+				s.awaiting = false
+				ctx.Send(a.cfg.Store, &ViewRequest{ReplyTo: ctx.Self(), Tag: s})
+			}
 			continue
 		}
 		idle := now.Sub(s.progress)

@@ -14,9 +14,15 @@ import (
 
 // ViewRequest asks the store for a consistent snapshot of the map. The store
 // answers ReplyTo with *View carrying Tag.
+//
+// With MinSeq set, the store holds the request until its sequence reaches
+// MinSeq (a cluster node catching up with what a client has already seen),
+// and drops it unanswered once Until has passed: the asker gave up then.
 type ViewRequest struct {
 	ReplyTo *actor.PID
 	Tag     any
+	MinSeq  int64
+	Until   time.Time
 }
 
 // View is the map exactly as it was after update Seq. Taking it costs O(1)
@@ -92,6 +98,7 @@ type Store struct {
 	history string
 	m       *kvmap.Map
 	w       *window.Window // nil: resume off
+	held    []*ViewRequest // waiting for their MinSeq (ViewRequest)
 }
 
 // NewStore returns the store actor with an empty map.
@@ -115,12 +122,18 @@ func (s *Store) Receive(ctx actor.Context) {
 			s.applyEntry(ctx, &m.Entries[i])
 		}
 	case *ViewRequest:
-		ctx.Send(m.ReplyTo, &View{Seq: s.seq, Map: s.m.View(), History: s.history, Window: s.windowView(), Tag: m.Tag})
+		if m.MinSeq > s.seq {
+			s.held = append(s.held, m)
+			s.answerHeld(ctx) // drops the expired ones, so that held stays bounded
+			return
+		}
+		s.answerView(ctx, m)
 	case *StateRequest:
 		m.Reply <- raftlog.State{Seq: s.seq, History: s.history, Map: s.m.View(), Window: s.windowView()}
 	case *RestoreRequest:
 		s.m, s.seq, s.history = m.State.Map, m.State.Seq, m.State.History
 		s.restoreWindow(m.State.Window)
+		s.answerHeld(ctx)
 		s.cfg.Stats.Sequence.Store(s.seq)
 		s.cfg.Stats.Keys.Store(int64(s.m.Len()))
 		c := &Committed{Seq: s.seq, History: s.history, Replayed: true, Restored: s.m.View()}
@@ -196,7 +209,32 @@ func (s *Store) applyOps(ops []raftlog.Op) []Update {
 	return ups
 }
 
+func (s *Store) answerView(ctx actor.Context, m *ViewRequest) {
+	ctx.Send(m.ReplyTo, &View{Seq: s.seq, Map: s.m.View(), History: s.history, Window: s.windowView(), Tag: m.Tag})
+}
+
+// answerHeld answers the held view requests the sequence has reached and
+// drops those past their Until.
+func (s *Store) answerHeld(ctx actor.Context) {
+	if len(s.held) == 0 {
+		return
+	}
+	now := time.Now()
+	kept := s.held[:0]
+	for _, m := range s.held {
+		switch {
+		case m.MinSeq <= s.seq:
+			s.answerView(ctx, m)
+		case now.Before(m.Until):
+			kept = append(kept, m)
+		}
+	}
+	clear(s.held[len(kept):])
+	s.held = kept
+}
+
 func (s *Store) commit(ctx actor.Context, c *Committed, done func()) {
+	s.answerHeld(ctx)
 	s.cfg.Stats.Sequence.Store(s.seq)
 	s.cfg.Stats.Keys.Store(int64(s.m.Len()))
 	c.Seq, c.History = s.seq, s.history
