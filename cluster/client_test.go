@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"sync"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/clonekv/clonekv/client"
+	"github.com/clonekv/clonekv/internal/testkit"
 )
 
 // clientHeartbeat is the test client's HeartbeatTimeout (five of the
@@ -95,23 +97,20 @@ func TestClientFollowsAnotherNode(t *testing.T) {
 		want[k] = e.Body
 	}
 	var got *client.Snapshot
-	for until := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	testkit.WaitForExplained(t, 30*time.Second, 10*time.Millisecond, "the client's map equal to the cluster's", func() bool {
 		got = cl.Snapshot()
-		if got.Synced && got.Seq == final.Seq && maps.Equal(got.Map(), want) {
-			break
-		}
-		if time.Now().After(until) {
-			gm := got.Map()
-			diff := 0
-			for k, v := range want {
-				if gm[k] != v {
-					diff++
-				}
+		return got.Synced && got.Seq == final.Seq && maps.Equal(got.Map(), want)
+	}, func() string {
+		gm := got.Map()
+		diff := 0
+		for k, v := range want {
+			if gm[k] != v {
+				diff++
 			}
-			t.Fatalf("the client's map is not the cluster's 30s after the writers stopped: synced %v at seq %d with %d keys (%d differ), the cluster at %d with %d keys; client stats %+v",
-				got.Synced, got.Seq, len(gm), diff, final.Seq, len(want), cl.Stats())
 		}
-	}
+		return fmt.Sprintf("the client synced %v at seq %d with %d keys (%d differ), the cluster at %d with %d keys; client stats %+v",
+			got.Synced, got.Seq, len(gm), diff, final.Seq, len(want), cl.Stats())
+	})
 	st := cl.Stats()
 	mu.Lock()
 	defer mu.Unlock()

@@ -100,16 +100,12 @@ func expiryStorm(t *testing.T, n int, extra ...string) stormResult {
 		time.Sleep(50 * time.Millisecond) // the probes' pace, not a wait for a condition
 	}
 	// Every expiry, or a gap that check reports, at both raw subscribers.
-	for until := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+	testkit.WaitForExplained(t, time.Minute, 10*time.Millisecond, "every expiry at the raw subscribers", func() bool {
 		a, b := sub.stats(), slow.stats()
-		if (a.deletes+int(a.late) >= n || a.gaps > 0) && (b.deletes+int(b.late) >= n || b.gaps > 0) {
-			break
-		}
-		if time.Now().After(until) {
-			t.Fatalf("timed out after 1m0s waiting for every expiry at the raw subscribers: the one reading as fast as it can %+v; the one reading at most %d/s %+v",
-				a, 2*server.DefaultExpiryRate, b)
-		}
-	}
+		return (a.deletes+int(a.late) >= n || a.gaps > 0) && (b.deletes+int(b.late) >= n || b.gaps > 0)
+	}, func() string {
+		return fmt.Sprintf("the one reading as fast as it can %+v; the one reading at most %d/s %+v", sub.stats(), 2*server.DefaultExpiryRate, slow.stats())
+	})
 	waitFor(t, 30*time.Second, "every probe published", func() bool { return probes.count() >= sent })
 	waitFor(t, time.Minute, "the client caught up", func() bool {
 		st := c.Stats()
@@ -291,19 +287,19 @@ func (r *rawSub) restarting() {
 	r.mu.Unlock()
 }
 
-// jumped accounts for a sequence that skips ahead of last: late once after
-// a restart, else a gap.
-func (r *rawSub) jumped(last, seq int64) {
+// jumped accounts for the sequences after last up to missedTo that never
+// arrived: late once after a restart, else a gap.
+func (r *rawSub) jumped(last, missedTo int64) {
 	if r.rebase {
 		r.rebase = false
-		r.st.late = seq - last
+		r.st.late = missedTo - last
 		return
 	}
 	if r.st.gaps == 0 {
 		r.st.firstGap = last + 1
 	}
 	r.st.gaps++
-	r.st.lost += seq - last
+	r.st.lost += missedTo - last
 }
 
 func (r *rawSub) stats() subStats {
