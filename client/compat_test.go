@@ -398,3 +398,46 @@ func TestGuideServersNeverResumed(t *testing.T) {
 		})
 	}
 }
+
+// TestStatsJoinCountsMatchTheMap: Stats never shows a re-join's map beside
+// the join counts from before it (CI once read Synced at the new sequence
+// with Joins still at the old count). Every re-join here raises the
+// sequence by one and only a join can deliver it, so Joins must keep pace
+// with Seq, and LastJoin reach it, in every Stats a reader takes while the
+// re-joins run.
+func TestStatsJoinCountsMatchTheMap(t *testing.T) {
+	t.Parallel()
+	f := startFake(t)
+	f.do(func(s *fakeState) { s.publish("k", "0", false) })
+	c := dial(t, Options{Endpoints: []string{f.endpoint()}})
+	f.waitSame(t, c)
+	stop := make(chan struct{})
+	bad := make(chan Stats, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				close(bad)
+				return
+			default:
+			}
+			if st := c.Stats(); st.Synced && (st.Joins < st.Seq || st.LastJoin.Seq < st.Seq) {
+				bad <- st
+				close(bad)
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 1; i <= 200 && time.Now().Before(deadline); i++ {
+		f.do(func(s *fakeState) { s.publish("k", fmt.Sprint(i), true) })
+		if err := c.Resync(); err != nil {
+			t.Fatal(err)
+		}
+		f.waitSame(t, c)
+	}
+	close(stop)
+	if st, ok := <-bad; ok {
+		t.Fatalf("Stats showed the map at %d after %d joins: %+v", st.Seq, st.Joins, st)
+	}
+}

@@ -326,6 +326,21 @@ func (o *owner) finishJoin(end kvmsg.Msg) {
 	o.c.synced = true
 	o.c.server = s.ep.name
 	o.c.history = o.joinHist
+	// The join's counters change under the same lock as the map, so Stats
+	// never shows the new map beside the old join counts.
+	kind := joinSnapshot
+	switch {
+	case delta:
+		kind = joinDelta
+	case !first || o.o.Since > 0:
+		kind = joinFull
+	}
+	o.c.cnt.joins.Add(1)
+	if reset {
+		o.c.cnt.resets.Add(1)
+	}
+	o.c.noteJoin(JoinStats{Kind: kind, Reason: reason, Since: o.rq.since, Seq: last, Messages: int64(o.joinMsgs), Bytes: o.joinLen,
+		Took: time.Since(o.askedAt), Connect: o.askedAt.Sub(o.joinFrom)})
 	close(o.c.syncedCh)
 	o.c.mu.Unlock()
 
@@ -339,21 +354,10 @@ func (o *owner) finishJoin(end kvmsg.Msg) {
 	o.backoff = backoffFirst
 	o.retry = retryFirst
 	o.tailMark = 0
-	o.c.cnt.joins.Add(1)
 	o.history = o.joinHist
 	if reset {
-		o.c.cnt.resets.Add(1)
 		o.log.Warn("server holds another history: starting over from its map", "server", s.ep.name, "history", o.joinHist, "was", oldHist)
 	}
-	kind := joinSnapshot
-	switch {
-	case delta:
-		kind = joinDelta
-	case !first || o.o.Since > 0:
-		kind = joinFull
-	}
-	o.c.noteJoin(JoinStats{Kind: kind, Reason: reason, Since: o.rq.since, Seq: last, Messages: int64(o.joinMsgs), Bytes: o.joinLen,
-		Took: time.Since(o.askedAt), Connect: o.askedAt.Sub(o.joinFrom)})
 	if watch && !delta {
 		switch {
 		case reset:
