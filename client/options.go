@@ -129,7 +129,9 @@ type Options struct {
 	// past it Set fails with ErrBackpressure.
 	PushSndHWM int
 	// Linger is how long Close waits to hand queued updates to the server.
-	// Default 1s; negative means 0 (drop them).
+	// Default 1s; negative means as short as is safe (transport.MinLinger,
+	// 100ms: libzmq can abort on a socket closed with linger 0), then drop
+	// them.
 	Linger time.Duration
 	// Curve, when set, makes all three sockets talk CURVE to the server.
 	Curve *transport.CurveClient

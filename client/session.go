@@ -136,8 +136,8 @@ func (s *session) closeDealer() {
 	}
 }
 
-// close closes every socket (LINGER 0, except the PUSH, which lingers
-// Options.Linger to hand over queued updates).
+// close closes every socket (with transport.MinLinger, except the PUSH,
+// which lingers Options.Linger to hand over queued updates).
 //
 // The SUB's monitor is stopped first, while its PAIR is still open. libzmq
 // (4.3) sends monitor events from the context's I/O thread with a blocking

@@ -195,7 +195,7 @@ func (r *rawSub) run(port int, ready chan<- error) {
 		err = sock.SetSubscribe("")
 	}
 	if err == nil {
-		sock.SetLinger(0)
+		sock.SetLinger(transport.MinLinger)
 		err = sock.SetReconnectIvl(10 * time.Millisecond) // back soon after the restart
 	}
 	if err == nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/clonekv/clonekv/internal/testkit"
 	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // bin is clonesrv, built once for the package (without -race: it is the
@@ -164,7 +165,7 @@ func (s *sockets) connect(typ zmq.Type, offset int) *zmq.Socket {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	sk.SetLinger(0)
+	sk.SetLinger(transport.MinLinger)
 	sk.SetReconnectIvl(20 * time.Millisecond)
 	if typ == zmq.SUB {
 		sk.SetRcvhwm(1 << 20)

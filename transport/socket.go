@@ -8,13 +8,13 @@ import (
 )
 
 // Options are the socket options an adapter sets before binding or
-// connecting. Zero values leave libzmq's defaults, except Linger, where the
-// zero value means "drop unsent messages at close" (libzmq's default of
-// waiting forever can hang shutdown).
+// connecting. Zero values leave libzmq's defaults, except Linger, where
+// libzmq's default of waiting forever can hang shutdown: the zero value
+// means MinLinger.
 type Options struct {
 	SndHWM      int           // send high-water mark in messages; 0 = libzmq default (1000)
 	RcvHWM      int           // receive high-water mark in messages; 0 = libzmq default (1000)
-	Linger      time.Duration // how long Close waits to flush unsent messages
+	Linger      time.Duration // how long Close (and the context's Term) keeps flushing unsent messages; at least MinLinger
 	MaxMsgSize  int64         // largest inbound frame; a peer sending more is disconnected; 0 = unlimited
 	Subscribe   []string      // SUB sockets: prefixes to subscribe to
 	Mandatory   bool          // ROUTER: report unroutable and full peers instead of dropping
@@ -66,8 +66,22 @@ func NewSocket(zctx *zmq.Context, t zmq.Type, opts Options) (*zmq.Socket, error)
 	return sock, nil
 }
 
+// MinLinger is the shortest linger a socket gets. libzmq 4.3 aborts the
+// process (errno_assert at session_base.cpp:260, in clean_pipes) when a
+// connection fails while its socket is closing with linger 0 and the
+// connection's engine has sent part of a multipart message: linger 0 makes
+// the pipe unreadable at once, and dropping the message's remaining frames
+// then finds none. That is the common case, not a corner: an engine that
+// waits for a slow or stalled peer has usually sent part of a message, and
+// a peer that closes as the server shuts down (or a server that dies as a
+// client gives up on it) fails the connection during the close.
+// With any positive linger the pipe stays readable until the linger ends,
+// so only a failure at that exact instant could still hit it.
+// TestLingerZeroAbortsLibzmq shows the abort and the floor's cure.
+const MinLinger = 100 * time.Millisecond
+
 func applyOptions(sock *zmq.Socket, o Options) error {
-	if err := sock.SetLinger(o.Linger); err != nil {
+	if err := sock.SetLinger(max(o.Linger, MinLinger)); err != nil {
 		return fmt.Errorf("linger: %w", err)
 	}
 	if o.SndHWM > 0 {

@@ -11,6 +11,7 @@ import (
 	"github.com/clonekv/clonekv/bench/baseline"
 	"github.com/clonekv/clonekv/internal/testkit"
 	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // start runs a baseline server at a free port until the test ends, and
@@ -42,7 +43,7 @@ func newPeer(t *testing.T) *peer {
 	p := &peer{t: t, zctx: zctx}
 	t.Cleanup(func() {
 		for _, s := range p.socks {
-			_ = s.SetLinger(0)
+			_ = s.SetLinger(transport.MinLinger)
 			_ = s.Close()
 		}
 		_ = p.zctx.Term()
@@ -59,7 +60,7 @@ func (p *peer) connect(typ zmq.Type, port int, subs ...string) *zmq.Socket {
 		p.t.Fatalf("new socket: %v", err)
 	}
 	p.socks = append(p.socks, s)
-	if err := s.SetLinger(0); err != nil {
+	if err := s.SetLinger(transport.MinLinger); err != nil {
 		p.t.Fatal(err)
 	}
 	for _, sub := range subs {

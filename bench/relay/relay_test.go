@@ -12,6 +12,7 @@ import (
 
 	"github.com/clonekv/clonekv/bench/relay"
 	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // TestRelayInOrder pushes N messages (and one malformed) and checks that a
@@ -113,7 +114,7 @@ func mustSocket(t *testing.T, zctx *zmq.Context, typ zmq.Type, port int) *zmq.So
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetLinger(0); err != nil {
+	if err := s.SetLinger(transport.MinLinger); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Connect(fmt.Sprintf("tcp://127.0.0.1:%d", port)); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/clonekv/clonekv/internal/guideclient"
 	"github.com/clonekv/clonekv/kvmsg"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // fakeServer is a scripted server whose sockets the test goroutine owns: an
@@ -40,7 +41,7 @@ func newFakeServer(t *testing.T) *fakeServer {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_ = s.SetLinger(0)
+			_ = s.SetLinger(transport.MinLinger)
 			socks = append(socks, s)
 			if bindErr = s.Bind(fmt.Sprintf("tcp://127.0.0.1:%d", port+i)); bindErr != nil {
 				break

@@ -15,6 +15,7 @@ import (
 	"github.com/clonekv/clonekv/internal/testkit"
 	"github.com/clonekv/clonekv/kvmsg"
 	"github.com/clonekv/clonekv/server"
+	"github.com/clonekv/clonekv/transport"
 )
 
 // sixPeer is the minimal emulation, over real sockets, of what the Guide's
@@ -55,7 +56,7 @@ func newSixPeer(t *testing.T, port int, withPub bool) *sixPeer {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.SetLinger(0); err != nil {
+		if err := s.SetLinger(transport.MinLinger); err != nil {
 			t.Fatal(err)
 		}
 		if typ == zmq.SUB {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	zmq "github.com/pebbe/zmq4"
+
+	"github.com/clonekv/clonekv/transport"
 )
 
 // sockets owns a context and the sockets opened in it, for one goroutine.
@@ -13,15 +15,16 @@ type sockets struct {
 	socks []*zmq.Socket
 }
 
-// open creates a socket with LINGER 0, subscribes it to subs (for a SUB) and
-// connects it to ep.
+// open creates a socket with the shortest safe linger (transport.MinLinger:
+// libzmq can abort on a socket closed with linger 0), subscribes it to subs
+// (for a SUB) and connects it to ep.
 func (s *sockets) open(typ zmq.Type, ep string, subs ...string) (*zmq.Socket, error) {
 	sock, err := s.zctx.NewSocket(typ)
 	if err != nil {
 		return nil, fmt.Errorf("guideclient: new %v socket: %w", typ, err)
 	}
 	s.socks = append(s.socks, sock)
-	if err := sock.SetLinger(0); err != nil {
+	if err := sock.SetLinger(transport.MinLinger); err != nil {
 		return nil, fmt.Errorf("guideclient: set linger on %v socket: %w", typ, err)
 	}
 	for _, sub := range subs {
@@ -35,7 +38,7 @@ func (s *sockets) open(typ zmq.Type, ep string, subs ...string) (*zmq.Socket, er
 	return sock, nil
 }
 
-// close closes every socket (LINGER 0) and terminates the context.
+// close closes every socket and terminates the context.
 func (s *sockets) close() error {
 	var errs []error
 	for _, sock := range s.socks {
