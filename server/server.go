@@ -169,7 +169,7 @@ func (s *Server) bind() error {
 	curve := s.cfg.Curve.curveServer()
 	socks, port, err := transport.BindPorts(s.zctx, s.cfg.Bind, s.cfg.Port, []transport.PortSpec{
 		{Type: zmq.ROUTER, Offset: 0, Options: transport.Options{
-			CurveServer: curve, SndHWM: s.cfg.RouterHWM, Mandatory: true, Heartbeat: s.cfg.heartbeat(),
+			CurveServer: curve, SndHWM: s.cfg.RouterHWM, SndBuf: s.cfg.RouterSndBuf, Mandatory: true, Heartbeat: s.cfg.heartbeat(),
 			MaxMsgSize: int64(4*s.cfg.Limits.MaxKey + 1<<16),
 		}},
 		{Type: zmq.PUB, Offset: 1, Options: transport.Options{

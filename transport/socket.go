@@ -16,6 +16,7 @@ type Options struct {
 	RcvHWM      int           // receive high-water mark in messages; 0 = libzmq default (1000)
 	Linger      time.Duration // how long Close (and the context's Term) keeps flushing unsent messages; at least MinLinger
 	MaxMsgSize  int64         // largest inbound frame; a peer sending more is disconnected; 0 = unlimited
+	SndBuf      int           // kernel send buffer per connection (SO_SNDBUF) in bytes; 0 = the kernel's, autotuned
 	Subscribe   []string      // SUB sockets: prefixes to subscribe to
 	Mandatory   bool          // ROUTER: report unroutable and full peers instead of dropping
 	Immediate   bool          // queue only to completed connections
@@ -92,6 +93,11 @@ func applyOptions(sock *zmq.Socket, o Options) error {
 	if o.RcvHWM > 0 {
 		if err := sock.SetRcvhwm(o.RcvHWM); err != nil {
 			return fmt.Errorf("rcvhwm: %w", err)
+		}
+	}
+	if o.SndBuf > 0 {
+		if err := sock.SetSndbuf(o.SndBuf); err != nil {
+			return fmt.Errorf("sndbuf: %w", err)
 		}
 	}
 	if o.MaxMsgSize > 0 {

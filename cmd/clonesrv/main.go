@@ -64,6 +64,7 @@ func defineFlags(fs *flag.FlagSet, f *flags) {
 	fs.Int64Var(&cfg.MaxBytes, "max-bytes", 0, "most bytes stored (keys, uuids, properties, values); when full, updates adding bytes are rejected (0: no bound)")
 	fs.IntVar(&cfg.PubHWM, "pub-hwm", 10000, "updates queued per subscriber before it starts losing them")
 	fs.IntVar(&cfg.RouterHWM, "router-hwm", 1000, "snapshot messages queued per joining client (snapshots are paced, never dropped)")
+	fs.IntVar(&cfg.RouterSndBuf, "router-sndbuf", server.DefaultRouterSndBuf, "kernel send buffer of each snapshot connection, in bytes: bounds what a joiner that stops reading absorbs before its stream stalls; -1: the kernel's (autotuned, better for joiners far away)")
 	fs.IntVar(&cfg.CollectorHWM, "collector-hwm", 10000, "client updates queued at the collector before senders are pushed back")
 	fs.IntVar(&cfg.ForwardQueue, "forward-queue", actors.DefaultForwardQueue, "cluster: updates a follower holds for the leader while none is known (beyond: dropped, counted)")
 	fs.Int64Var(&cfg.ForwardQueueBytes, "forward-queue-bytes", actors.DefaultForwardQueueBytes, "cluster: bytes of updates a follower holds for the leader while none is known")

@@ -95,6 +95,9 @@ func settle(eff *config.Effective, f *flags, stderr io.Writer) (*settled, error)
 	if c.DedupeAge <= 0 {
 		bad("dedupe-age", "must be positive")
 	}
+	if c.RouterSndBuf < -1 || (c.RouterSndBuf > 0 && c.RouterSndBuf < 4096) {
+		bad("router-sndbuf", "want at least 4096 bytes, or -1 (the kernel's)")
+	}
 	for key, n := range map[string]int{"pub-hwm": c.PubHWM, "router-hwm": c.RouterHWM, "collector-hwm": c.CollectorHWM} {
 		if n < 0 {
 			bad(key, "must not be negative")
