@@ -4,7 +4,17 @@
 GO        ?= go
 BIN       ?= bin
 PREFIX    ?= /usr/local
-FUZZTIME  ?= 10s
+# Fuzzing budgets in executions, not seconds: Go 1.26's fuzz coordinator
+# can fail a run at the end of a duration -fuzztime with a bare "context
+# deadline exceeded" and no crasher when a worker is still busy (a race
+# fixed in Go 1.27, golang/go#75804); CI hit it on FuzzMap. A count has no
+# deadline to race. Each took 5-12 s on 2 cores (FuzzMap slows as its
+# cached corpus grows); FUZZTIME=30s (or Nx)
+# sets one budget for all.
+FUZZ_DECODE   ?= 200000x
+FUZZ_PROPS    ?= 300000x
+FUZZ_SNAPSHOT ?= 15000x
+FUZZ_MAP      ?= 4000x
 export CGO_ENABLED = 1
 
 .PHONY: all deps browser-deps build run lint test test-race test-durable test-heavy fuzz bench bench-quick soak install clean
@@ -66,10 +76,10 @@ test-heavy: deps
 	$(GO) test -count=1 -timeout 10m -run 'Million' ./server/
 
 fuzz: deps
-	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(FUZZTIME) ./kvmsg/
-	$(GO) test -run='^$$' -fuzz='^FuzzProps$$' -fuzztime=$(FUZZTIME) ./kvmsg/
-	$(GO) test -run='^$$' -fuzz='^FuzzSnapshotRequest$$' -fuzztime=$(FUZZTIME) ./actors/
-	$(GO) test -run='^$$' -fuzz='^FuzzMap$$' -fuzztime=$(FUZZTIME) ./kvmap/
+	$(GO) test -run='^$$' -fuzz='^FuzzDecode$$' -fuzztime=$(or $(FUZZTIME),$(FUZZ_DECODE)) ./kvmsg/
+	$(GO) test -run='^$$' -fuzz='^FuzzProps$$' -fuzztime=$(or $(FUZZTIME),$(FUZZ_PROPS)) ./kvmsg/
+	$(GO) test -run='^$$' -fuzz='^FuzzSnapshotRequest$$' -fuzztime=$(or $(FUZZTIME),$(FUZZ_SNAPSHOT)) ./actors/
+	$(GO) test -run='^$$' -fuzz='^FuzzMap$$' -fuzztime=$(or $(FUZZTIME),$(FUZZ_MAP)) ./kvmap/
 
 # bench: the full benchmark (clonekv | baseline | ratio, at most about 5 min
 # on 2 cores, plus about a minute for the cluster case, which runs clonesrv
