@@ -27,11 +27,18 @@ type replica struct {
 	port    int
 	silence time.Duration
 	rcvHWM  int
-	// pause, when set, makes the goroutine stop reading (a slow consumer)
-	// until it is closed.
-	pause chan chan struct{}
+	// pause makes the goroutine stop reading (a slow consumer) until the
+	// request's resume channel is closed.
+	pause chan pauseRequest
 	query chan chan replicaState
 	done  chan error
+}
+
+// pauseRequest asks the replica to stop reading: it sends its state as it
+// stops on at, then waits for resume to be closed.
+type pauseRequest struct {
+	resume chan struct{}
+	at     chan replicaState
 }
 
 // replicaState is a copy of a replica's state.
@@ -53,7 +60,7 @@ func startReplica(ctx context.Context, zctx *zmq.Context, port int, silence time
 		rcvHWM = 100000
 	}
 	r := &replica{zctx: zctx, port: port, silence: silence, rcvHWM: rcvHWM,
-		pause: make(chan chan struct{}), query: make(chan chan replicaState), done: make(chan error, 1)}
+		pause: make(chan pauseRequest), query: make(chan chan replicaState), done: make(chan error, 1)}
 	go func() { r.done <- r.run(ctx) }()
 	return r
 }
@@ -77,14 +84,16 @@ func (r *replica) State(d time.Duration) (replicaState, error) {
 	}
 }
 
-// Pause stops the replica reading until the returned func is called.
-func (r *replica) Pause(d time.Duration) (resume func(), err error) {
-	ch := make(chan struct{})
+// Pause stops the replica reading until the returned func is called. It
+// also returns the replica's state at the moment it stopped, so that a
+// test can tell what the pause caused from what happened before it.
+func (r *replica) Pause(d time.Duration) (resume func(), at replicaState, err error) {
+	req := pauseRequest{resume: make(chan struct{}), at: make(chan replicaState, 1)}
 	select {
-	case r.pause <- ch:
-		return func() { close(ch) }, nil
+	case r.pause <- req:
+		return func() { close(req.resume) }, <-req.at, nil
 	case <-time.After(d):
-		return nil, errors.New("replica did not pause")
+		return nil, replicaState{}, errors.New("replica did not pause")
 	}
 }
 
@@ -228,9 +237,12 @@ func (r *replica) serve(ctx context.Context, st *replicaState) (served, paused b
 		cp.Map = maps.Clone(st.Map)
 		ch <- cp
 		return true, false
-	case resume := <-r.pause:
+	case req := <-r.pause:
+		cp := *st
+		cp.Map = maps.Clone(st.Map)
+		req.at <- cp
 		select {
-		case <-resume:
+		case <-req.resume:
 		case <-ctx.Done():
 		}
 		return true, true

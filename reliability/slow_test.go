@@ -1,8 +1,11 @@
 package reliability
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -108,13 +111,86 @@ func stamped(prefix string, keys, pad int) func(i int64) [][]byte {
 	}
 }
 
-// peakRSS samples a process's RSS every 50ms for d and returns the peak.
-func peakRSS(t testing.TB, pid int, d time.Duration) int64 {
-	var peak int64
+// memPeaks are the peaks of a server process's memory over a phase.
+type memPeaks struct {
+	rss int64 // VmRSS
+	// nonGo is VmRSS less what the Go runtime holds from the OS (sys less
+	// released): libzmq's queues and buffers, the C heap, the binary.
+	// Whatever the server's Go side keeps (collector batches, the
+	// in-memory raft log between its snapshots) swings the RSS by tens of
+	// MiB between phases on a loaded box; what a PUB keeps for a stalled
+	// subscriber is libzmq's, in the C heap.
+	nonGo int64
+}
+
+// peakMem samples a clonesrv process's RSS every 50ms for d, and its Go
+// runtime's memory from /metrics at base every 200ms, and returns the peaks.
+func peakMem(t testing.TB, pid int, base string, d time.Duration) memPeaks {
+	t.Helper()
+	var peak memPeaks
+	var goHeld int64
+	next := time.Now()
 	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		peak = max(peak, rss(t, pid))
+		if time.Now().After(next) {
+			goHeld = goRuntimeHeld(t, base)
+			next = time.Now().Add(200 * time.Millisecond)
+		}
+		r := rss(t, pid)
+		peak.rss = max(peak.rss, r)
+		peak.nonGo = max(peak.nonGo, r-goHeld)
 	}
 	return peak
+}
+
+// goRuntimeHeld reads go_memstats_sys_bytes less go_memstats_heap_released_bytes
+// from a server's /metrics.
+func goRuntimeHeld(t testing.TB, base string) int64 {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(base + "/metrics")
+	if err != nil {
+		t.Fatalf("/metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	var sys, released float64
+	var found int
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		if !ok {
+			continue
+		}
+		var dst *float64
+		switch name {
+		case "go_memstats_sys_bytes":
+			dst = &sys
+		case "go_memstats_heap_released_bytes":
+			dst = &released
+		default:
+			continue
+		}
+		if *dst, err = strconv.ParseFloat(value, 64); err != nil {
+			t.Fatalf("/metrics: %s: %v", name, err)
+		}
+		found++
+	}
+	if found != 2 {
+		t.Fatalf("/metrics: go_memstats_sys_bytes and go_memstats_heap_released_bytes not both found (%d)", found)
+	}
+	return int64(sys - released)
+}
+
+// httpBase returns the http://addr of a clonesrv started with --http.
+func httpBase(t testing.TB, p *proc) string {
+	t.Helper()
+	var addr string
+	waitFor(t, 10*time.Second, "http listening", func() bool {
+		rec, ok := p.logRecord("http listening")
+		addr, _ = rec["addr"].(string)
+		return ok && addr != ""
+	})
+	return "http://" + addr
 }
 
 // TestSlowSubscriber stalls one subscriber (it stops reading) while the
@@ -142,7 +218,8 @@ func TestSlowSubscriber(t *testing.T) {
 	// (its backlog behind the disk; file-backed RSS stays at 17 MiB) swings
 	// by 30-170 MiB between runs, so the test would measure the disk. The
 	// durable path's own behaviour is durability/'s.
-	p := startClonesrv(t, "--pub-hwm", "1000", "--memory")
+	p := startClonesrv(t, "--pub-hwm", "1000", "--memory", "--http", "127.0.0.1:0")
+	base := httpBase(t, p)
 	zctx := newContext(t, 0)
 	fast := startLatSub(t, zctx, p.port, "/lat/")
 	lat := startLoader(zctx, p.port, 500, stamped("/lat/", 10, 0))
@@ -152,7 +229,7 @@ func TestSlowSubscriber(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	fast.take()
 	sent0 := blast.sent.Load()
-	peak1 := peakRSS(t, p.pid(), phase)
+	peak1 := peakMem(t, p.pid(), base, phase)
 	clean := fast.take()
 	sent1 := blast.sent.Load()
 
@@ -163,18 +240,30 @@ func TestSlowSubscriber(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	slow := startReplica(ctx, zctx, p.port, 2*time.Second, 1000)
-	waitFor(t, 10*time.Second, "slow subscriber joined", func() bool {
+	// Both must be following before they stall. Either may already have
+	// lost updates and re-joined by then (a raw reader at RCVHWM 1000
+	// beside a 24 MB/s blast, under -race on a loaded box: CI saw it), so
+	// what phase 3 checks is counted from their state as they stop.
+	waitFor(t, 10*time.Second, "slow subscriber following", func() bool {
 		st, err := slow.State(time.Second)
-		return err == nil && st.Joins == 1 && st.Applied > 0
+		return err == nil && st.Joins >= 1 && st.Applied > 0
 	})
-	resume, err := slow.Pause(5 * time.Second)
+	waitFor(t, 10*time.Second, "client process joined", func() bool {
+		_, n := cp.latest() // it prints only once it has joined
+		return n > 0
+	})
+	resume, slowAt, err := slow.Pause(5 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Its last line is at most 100ms old: a re-join in those 100ms would
+	// be credited to the stall. Unlikely, and it would not hide a client
+	// that never notices its gap, which phase 3 is about.
+	clientAt, _ := cp.latest()
 	cp.signal(t, syscall.SIGSTOP)
 	fast.take()
 	sent2 := blast.sent.Load()
-	peak2 := peakRSS(t, p.pid(), phase)
+	peak2 := peakMem(t, p.pid(), base, phase)
 	stalled := fast.take()
 	sent3 := blast.sent.Load()
 	blastBytes := (sent3 - sent2) * body
@@ -193,29 +282,33 @@ func TestSlowSubscriber(t *testing.T) {
 	st, _ := slow.State(5 * time.Second)
 	cl, _ := cp.latest()
 
-	t.Logf("phase 1 (no slow subscriber): blast %d msgs/s of %d B, server peak RSS %d MiB, fast subscriber %v",
-		int(float64(sent1-sent0)/phase.Seconds()), body, peak1/mib, clean)
-	t.Logf("phase 2 (stalled subscriber): blast %d MiB it subscribed to, server peak RSS %d MiB (+%d MiB), fast subscriber %v",
-		blastBytes/mib, peak2/mib, (peak2-peak1)/mib, stalled)
+	t.Logf("phase 1 (no slow subscriber): blast %d msgs/s of %d B, server peak RSS %d MiB (%d MiB outside the Go runtime), fast subscriber %v",
+		int(float64(sent1-sent0)/phase.Seconds()), body, peak1.rss/mib, peak1.nonGo/mib, clean)
+	t.Logf("phase 2 (stalled subscriber): blast %d MiB it subscribed to, server peak RSS %d MiB (%+d MiB; outside the Go runtime %d MiB, %+d MiB), fast subscriber %v",
+		blastBytes/mib, peak2.rss/mib, (peak2.rss-peak1.rss)/mib, peak2.nonGo/mib, (peak2.nonGo-peak1.nonGo)/mib, stalled)
 	t.Logf("phase 3: stalled subscribers resumed and converged in %v: replica %d gap re-joins, %d joins; client %d resyncs (%d for gaps), %d joins",
 		took.Round(time.Millisecond), st.Gaps, st.Joins, cl.Resyncs, cl.Gaps, cl.Joins)
 	if blastBytes < 2*bound {
 		t.Fatalf("only %d MiB published during the stall; the memory check needs at least %d", blastBytes/mib, 2*bound/mib)
 	}
-	// Kept at --pub-hwm 1000, the two stalled subscribers cost ~8 MiB; on
-	// a loaded box the server's own backlog (collector, log) swings the
-	// RSS by 50-70 MiB between phases. A server keeping what the stalled
-	// subscribers missed grows by at least blastBytes (twice this bound).
-	growthBound := max(bound, blastBytes/2)
-	if peak2-peak1 > growthBound {
-		t.Errorf("server RSS grew by %d MiB while a subscriber stalled (bound %d MiB: half of the %d MiB it missed)", (peak2-peak1)/mib, growthBound/mib, blastBytes/mib)
+	// Kept at --pub-hwm 1000, the two stalled subscribers cost ~8 MiB of
+	// libzmq's memory (a server that kept what they missed would grow by
+	// blastBytes, at least twice this bound). The RSS as a whole swings by
+	// -60 to +83 MiB between phases under -race on a loaded box, with the
+	// Go runtime's share (see memPeaks): it is bounded only loosely, by
+	// what was missed.
+	if g := peak2.nonGo - peak1.nonGo; g > bound {
+		t.Errorf("server memory outside the Go runtime grew by %d MiB while a subscriber stalled (bound %d MiB; %d MiB were published to it)", g/mib, bound/mib, blastBytes/mib)
+	}
+	if g := peak2.rss - peak1.rss; g > blastBytes*3/4 {
+		t.Errorf("server RSS grew by %d MiB while a subscriber stalled (bound %d MiB: three quarters of the %d MiB it missed)", g/mib, blastBytes*3/4/mib, blastBytes/mib)
 	}
 	checkLatency(t, "fast subscriber beside a stalled one", stalled, clean)
-	if st.Gaps < 1 || st.Joins < 2 {
-		t.Errorf("stalled replica: %d gaps, %d joins; want it to see its gap and re-join", st.Gaps, st.Joins)
+	if st.Gaps <= slowAt.Gaps || st.Joins <= slowAt.Joins {
+		t.Errorf("stalled replica: %d gaps, %d joins (%d, %d when it paused); want it to see its gap and re-join", st.Gaps, st.Joins, slowAt.Gaps, slowAt.Joins)
 	}
-	if cl.Resyncs < 1 || cl.Joins < 2 {
-		t.Errorf("stopped client: %d resyncs, %d joins; want it to notice and re-join", cl.Resyncs, cl.Joins)
+	if cl.Resyncs <= clientAt.Resyncs || cl.Joins <= clientAt.Joins {
+		t.Errorf("stopped client: %d resyncs, %d joins (%d, %d when it stopped); want it to notice and re-join", cl.Resyncs, cl.Joins, clientAt.Resyncs, clientAt.Joins)
 	}
 }
 

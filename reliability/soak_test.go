@@ -134,7 +134,7 @@ func TestSoak(t *testing.T) {
 	})
 	// A replica that stops reading for 3s every 20s.
 	loop(20*time.Second, func(int) error {
-		resume, err := replicas[0].Pause(5 * time.Second)
+		resume, _, err := replicas[0].Pause(5 * time.Second)
 		if err != nil {
 			return err
 		}
