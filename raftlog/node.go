@@ -352,9 +352,10 @@ func openStores(c Config, hl hclog.Logger) (*stores, error) {
 	if err := ensureDir(l.wal); err != nil {
 		return nil, errors.Join(err, unlock())
 	}
-	// raft-wal's Close does not close the bolt meta store it opens itself
-	// (reopening the directory in the same process would then hang on its
-	// lock): give it one and close it ourselves.
+	// raft-wal v0.4.0's Close did not close the bolt meta store it opens
+	// itself (reopening the directory in the same process then hung on its
+	// lock); v0.4.1's does. Give it one anyway, so that a failed Open
+	// closes it too; closing it twice is a no-op.
 	meta := &metadb.BoltMetaDB{}
 	w, err := wal.Open(l.wal, wal.WithMetaStore(meta), wal.WithSegmentSize(c.SegmentSize), wal.WithLogger(hl))
 	if err != nil {
