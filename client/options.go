@@ -109,6 +109,19 @@ type Options struct {
 	// keepalive, on unless this is negative); a hung process that never
 	// sent HUGZ is not detected.
 	HeartbeatTimeout time.Duration
+	// ZMTPHeartbeat, above 0, turns on ZMTP heartbeats (PING/PONG, libzmq's
+	// ZMQ_HEARTBEAT_IVL) at this interval on the client's sockets. A server
+	// from which nothing arrives for ZMTPHeartbeatTimeout (default three
+	// intervals) after a PING is taken for gone: libzmq drops the
+	// connection and the client re-joins, as on any dropped connection.
+	// That finds a hung server that sends no HUGZ (the Guide's Model Five,
+	// clonesrv --hugz 0), such as a stopped process, whose kernel still
+	// answers TCP keepalive. Off by default, as on the server: a PONG
+	// waits behind the updates the subscriber has not read, so a client
+	// that falls behind by more than the timeout is dropped and re-joins
+	// (and libzmq 4.3 has aborted on reconnecting a SUB dropped so with a
+	// full queue, zeromq/libzmq#3937).
+	ZMTPHeartbeat, ZMTPHeartbeatTimeout time.Duration
 	// Collector is the server's collector socket kind: CollectorPull
 	// (default, the client writes on a PUSH) or CollectorSub (a PUB).
 	Collector Collector
@@ -234,6 +247,12 @@ func (o Options) withDefaults() (Options, []endpoint, error) {
 	if o.JoinTimeout <= 0 {
 		o.JoinTimeout = 3 * time.Second
 	}
+	if o.ZMTPHeartbeat < 0 {
+		o.ZMTPHeartbeat = 0
+	}
+	if o.ZMTPHeartbeat > 0 && o.ZMTPHeartbeatTimeout <= 0 {
+		o.ZMTPHeartbeatTimeout = 3 * o.ZMTPHeartbeat
+	}
 	if o.Linger == 0 {
 		o.Linger = time.Second
 	} else if o.Linger < 0 {
@@ -261,6 +280,15 @@ func (o Options) withDefaults() (Options, []endpoint, error) {
 		o.hooks = &testHooks{}
 	}
 	return o, eps, nil
+}
+
+// zmtpHeartbeat is the transport setting for ZMTPHeartbeat (nil: off).
+// The TTL asks the server to drop this client after the same silence.
+func (o *Options) zmtpHeartbeat() *transport.Heartbeat {
+	if o.ZMTPHeartbeat <= 0 {
+		return nil
+	}
+	return &transport.Heartbeat{Interval: o.ZMTPHeartbeat, Timeout: o.ZMTPHeartbeatTimeout, TTL: o.ZMTPHeartbeatTimeout}
 }
 
 // endpoint is one server: its three addresses.

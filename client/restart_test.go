@@ -25,11 +25,12 @@ func startProc(t testing.TB, bin string, port int) *serverProc {
 }
 
 // startProcDir is startProc on the data directory dir (the same history
-// when dir is reused).
-func startProcDir(t testing.TB, bin string, port int, dir string) *serverProc {
+// when dir is reused); extra flags follow the defaults and override them.
+func startProcDir(t testing.TB, bin string, port int, dir string, extra ...string) *serverProc {
 	t.Helper()
 	p := &serverProc{stderr: &bytes.Buffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, "--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--hugz", "100ms", "--log-level", "warn", "--data-dir", dir)
+	args := append([]string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--hugz", "100ms", "--log-level", "warn", "--data-dir", dir}, extra...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start clonesrv: %v", err)
@@ -168,4 +169,68 @@ func waitSeq(t testing.TB, port int, seq int64) {
 		_, s := snapshotOf(t, port, "\x00none")
 		return s >= seq
 	})
+}
+
+// TestZMTPHeartbeatFindsStoppedServer (issue 11, item 8, the client's
+// side): a clonesrv process that sends no HUGZ (--hugz 0, as the Guide's
+// Model Five servers) is stopped with SIGSTOP. Its kernel still answers
+// TCP, keepalive included, so only ZMTP heartbeats can tell: the client
+// with ZMTPHeartbeat re-joins once their timeout has passed, one without
+// has noticed nothing by then. After SIGCONT both follow the server again.
+func TestZMTPHeartbeatFindsStoppedServer(t *testing.T) {
+	t.Parallel()
+	bin := buildBinary(t, "github.com/clonekv/clonekv/cmd/clonesrv")
+	port := testkit.FreePorts(t)
+	srv := startProcDir(t, bin, port, t.TempDir(), "--hugz", "0")
+	ep := []string{fmt.Sprintf("tcp://127.0.0.1:%d", port)}
+	const ivl, timeout = 100 * time.Millisecond, 500 * time.Millisecond
+	hb := dial(t, Options{Endpoints: ep, ZMTPHeartbeat: ivl, ZMTPHeartbeatTimeout: timeout})
+	plain := dial(t, Options{Endpoints: ep})
+	events := hb.Watch(t.Context())
+	push := newRawPeer(t).pusher(port)
+	for i := range 10 {
+		set(t, push, fmt.Sprintf("/hb/%d", i), "before")
+	}
+	waitSeq(t, port, 10)
+	assertMatches(t, hb, port, "")
+	assertMatches(t, plain, port, "")
+
+	if err := srv.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	continued := false
+	defer func() {
+		if !continued {
+			_ = srv.cmd.Process.Signal(syscall.SIGCONT)
+		}
+	}()
+	started := nextEvent(t, events, EventResyncStarted, 10*time.Second)
+	noticed := time.Since(stopped)
+	st := plain.Stats()
+	t.Logf("stopped server noticed %v after SIGSTOP (%q), heartbeat %v, timeout %v; the plain client then: synced %v, %d disconnects, %d timeouts",
+		noticed.Round(time.Millisecond), started.Reason, ivl, timeout, st.Synced, st.Disconnects, st.Timeouts)
+	// The timeout runs from the first PING left unanswered, which the
+	// client may have sent an instant before the stop.
+	if noticed < timeout-ivl {
+		t.Errorf("re-join started %v after SIGSTOP, before the %v heartbeat timeout could pass", noticed, timeout)
+	}
+	if st.Disconnects+st.Timeouts != 0 || !st.Synced {
+		t.Errorf("the client without ZMTP heartbeats noticed the stopped server too (%+v): the test shows nothing about them", st)
+	}
+
+	if err := srv.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	continued = true
+	nextEvent(t, events, EventResyncDone, 20*time.Second)
+	for i := range 5 {
+		set(t, push, fmt.Sprintf("/hb/%d", i), "after")
+	}
+	waitSeq(t, port, 15)
+	assertMatches(t, hb, port, "")
+	assertMatches(t, plain, port, "")
+	if st := hb.Stats(); st.Disconnects == 0 {
+		t.Errorf("the heartbeat client's re-join was not counted as a dropped connection: %+v", st)
+	}
 }

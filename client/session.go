@@ -68,17 +68,16 @@ func openSession(zctx *zmq.Context, ep endpoint, idx int, o *Options, strict boo
 		subs = []string{o.Subtree, kvmsg.KeyHeartbeat}
 	}
 	if s.sub, err = transport.NewSocket(zctx, zmq.SUB, transport.Options{
-		RcvHWM: o.SubRcvHWM, Subscribe: subs, CurveClient: o.Curve,
+		RcvHWM: o.SubRcvHWM, Subscribe: subs, CurveClient: o.Curve, Heartbeat: o.zmtpHeartbeat(),
 	}); err != nil {
 		return nil, fmt.Errorf("subscriber for %s: %w", ep.name, err)
 	}
 	if o.HeartbeatTimeout > 0 {
 		// TCP keepalive, so that a server host that vanished without
 		// closing the connection shows as a dropped connection even when it
-		// never sent HUGZ (silence detection waits for a first one). Not
-		// ZMTP heartbeats: libzmq (4.3.x, issue zeromq/libzmq#3937) kills a
-		// SUB connection whose input is stopped by a full receive queue when
-		// they time out, and can then abort on an assertion on reconnect.
+		// never sent HUGZ (silence detection waits for a first one). ZMTP
+		// heartbeats, which also find a stopped process, are opt-in
+		// (Options.ZMTPHeartbeat says why).
 		idle := max(int(o.HeartbeatTimeout/time.Second), 1)
 		if err = errors.Join(s.sub.SetTcpKeepalive(1), s.sub.SetTcpKeepaliveIdle(idle),
 			s.sub.SetTcpKeepaliveIntvl(1), s.sub.SetTcpKeepaliveCnt(3)); err != nil {
@@ -95,7 +94,7 @@ func openSession(zctx *zmq.Context, ep endpoint, idx int, o *Options, strict boo
 	if err = s.sub.Connect(ep.addr(1)); err != nil {
 		return nil, fmt.Errorf("connect subscriber to %s: %w", ep.addr(1), err)
 	}
-	wopts := transport.Options{SndHWM: o.PushSndHWM, Linger: o.Linger, CurveClient: o.Curve}
+	wopts := transport.Options{SndHWM: o.PushSndHWM, Linger: o.Linger, CurveClient: o.Curve, Heartbeat: o.zmtpHeartbeat()}
 	if o.Collector == CollectorSub {
 		if s.push, err = transport.NewSocket(zctx, zmq.XPUB, wopts); err != nil {
 			return nil, fmt.Errorf("updates socket for %s: %w", ep.name, err)
@@ -121,7 +120,7 @@ func openSession(zctx *zmq.Context, ep endpoint, idx int, o *Options, strict boo
 // abandoned snapshot can be mistaken for the next one.
 func (s *session) newDealer(zctx *zmq.Context, o *Options) error {
 	s.closeDealer()
-	d, err := transport.Connect(zctx, zmq.DEALER, s.ep.addr(0), transport.Options{CurveClient: o.Curve})
+	d, err := transport.Connect(zctx, zmq.DEALER, s.ep.addr(0), transport.Options{CurveClient: o.Curve, Heartbeat: o.zmtpHeartbeat()})
 	if err != nil {
 		return fmt.Errorf("snapshot socket for %s: %w", s.ep.name, err)
 	}

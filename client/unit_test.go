@@ -3,6 +3,8 @@ package client
 import (
 	"testing"
 	"time"
+
+	"github.com/clonekv/clonekv/transport"
 )
 
 func TestParseEndpoint(t *testing.T) {
@@ -78,6 +80,27 @@ func TestNewUpdate(t *testing.T) {
 	}{{"", []byte("v"), 0}, {"KTHXBAI", []byte("v"), 0}, {"k", nil, 0}, {"k", []byte("v"), -time.Second}} {
 		if _, err := newUpdate(bad.key, bad.val, bad.ttl, false); err == nil {
 			t.Errorf("newUpdate(%q, %q, %v) accepted", bad.key, bad.val, bad.ttl)
+		}
+	}
+}
+
+func TestZMTPHeartbeatOptions(t *testing.T) {
+	for _, tc := range []struct {
+		ivl, timeout time.Duration
+		want         *transport.Heartbeat
+	}{
+		{0, time.Second, nil},
+		{-time.Second, 0, nil},
+		{200 * time.Millisecond, 0, &transport.Heartbeat{Interval: 200 * time.Millisecond, Timeout: 600 * time.Millisecond, TTL: 600 * time.Millisecond}},
+		{time.Second, 5 * time.Second, &transport.Heartbeat{Interval: time.Second, Timeout: 5 * time.Second, TTL: 5 * time.Second}},
+	} {
+		o, _, err := Options{Endpoints: []string{"127.0.0.1:5556"}, ZMTPHeartbeat: tc.ivl, ZMTPHeartbeatTimeout: tc.timeout}.withDefaults()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := o.zmtpHeartbeat()
+		if (got == nil) != (tc.want == nil) || got != nil && *got != *tc.want {
+			t.Errorf("ZMTPHeartbeat %v, timeout %v: transport setting %+v, want %+v", tc.ivl, tc.timeout, got, tc.want)
 		}
 	}
 }
