@@ -75,6 +75,7 @@ type globals struct {
 	curveKeyFile       string
 	collector          string        // pull or sub: the server's collector socket
 	heartbeatTimeout   time.Duration // 0: no silence detection
+	zmtpHeartbeat      time.Duration // 0: no ZMTP heartbeats
 	getenv             func(string) string
 }
 
@@ -88,6 +89,8 @@ func (g *globals) register(fs *flag.FlagSet) {
 		"the server's collector socket, as clonesrv's --collector: pull (Model Five, clonesrv's default; updates go on a PUSH) or sub (RFC 12 / Model Six; updates go on a PUB) (env "+EnvCollector+")")
 	fs.DurationVar(&g.heartbeatTimeout, "heartbeat-timeout", g.heartbeatTimeout,
 		"watch, demo: re-join (or fail over) when a server that sends HUGZ sends nothing for this long; 0 turns silence detection off")
+	fs.DurationVar(&g.zmtpHeartbeat, "zmtp-heartbeat", g.zmtpHeartbeat,
+		"ZMTP heartbeats (PING/PONG) at this interval, timing out after three: finds a hung server that sends no HUGZ (a stopped process); a watcher that falls that far behind is dropped and re-joins too. 0: off")
 	fs.StringVar(&g.curveKeyFile, "curve-key-file", g.curveKeyFile,
 		"this client's CURVE key pair file NAME.key from clonecli keygen (env "+EnvCurveKeyFile+"; needs --curve-server-key-file)")
 }
@@ -206,6 +209,9 @@ func (inv *invocation) options(subtree string, filter client.Filter) (client.Opt
 	case hb == 0:
 		hb = -1 // the client's "off"
 	}
+	if inv.g.zmtpHeartbeat < 0 {
+		return client.Options{}, &usageError{"--zmtp-heartbeat must not be negative (0 turns it off)"}
+	}
 	eps := strings.Split(inv.g.server, ",")
 	return client.Options{
 		Endpoints:        eps,
@@ -213,6 +219,7 @@ func (inv *invocation) options(subtree string, filter client.Filter) (client.Opt
 		Filter:           filter,
 		Collector:        collector,
 		HeartbeatTimeout: hb,
+		ZMTPHeartbeat:    inv.g.zmtpHeartbeat,
 		JoinTimeout:      max(inv.g.timeout/time.Duration(len(eps)), 100*time.Millisecond),
 		Curve:            curve,
 		Logger:           inv.log,

@@ -399,3 +399,18 @@ func TestJoinWhileUpdating(t *testing.T) {
 	}
 	t.Logf("dump printed %d keys; watch checked %d updates", len(keys), updates)
 }
+
+// TestZMTPHeartbeatFlag: --zmtp-heartbeat turns ZMTP heartbeats on for
+// every command (a set and a get through them work); a negative one is a
+// usage error.
+func TestZMTPHeartbeatFlag(t *testing.T) {
+	t.Parallel()
+	ep := startServer(t)
+	cli(t, nil, "--server", ep, "--zmtp-heartbeat", "100ms", "set", "/t/hb", "on").must(t, 0)
+	if r := cli(t, nil, "get", "--zmtp-heartbeat", "100ms", "--server", ep, "/t/hb").must(t, 0); r.stdout != "on\n" {
+		t.Fatalf("get printed %q", r.stdout)
+	}
+	if r := cli(t, nil, "--server", ep, "--zmtp-heartbeat", "-1s", "get", "/t/hb").must(t, exitUsage); !strings.Contains(r.stderr, "--zmtp-heartbeat") {
+		t.Fatalf("usage message %q", r.stderr)
+	}
+}
