@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,16 @@ func TestClusterSoak(t *testing.T) {
 		}
 		dur = d
 	}
+	// CLUSTER_SOAK_SEED replays a run's choice of faults, targets and
+	// pauses (their timing still depends on the machine).
 	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("CLUSTER_SOAK_SEED"); v != "" {
+		s, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("CLUSTER_SOAK_SEED=%q: want the decimal seed a run printed", v)
+		}
+		seed = s
+	}
 	rng := rand.New(rand.NewPCG(seed, 13))
 	t.Logf("seed %d", seed)
 	r := newFaultRig(t, clusterOpts{}, 4, 250)
