@@ -37,7 +37,8 @@
 //     A server that never sent a HUGZ (the Guide's Model Five, clonesrv
 //     --hugz 0) is not timed out for silence: idle is not dead. Its death
 //     shows as the connection dropping (TCP keepalive finds a vanished
-//     host).
+//     host; Options.ZMTPHeartbeat, off by default, also finds a hung or
+//     stopped one).
 //   - The server says its history changed (a HUGZ whose history property
 //     differs from the map's): a re-join of the same server.
 //

@@ -107,20 +107,24 @@ type Options struct {
 	// Such a server's death is still seen when its connection drops (a
 	// crashed process's kernel closes it; a vanished host is found by TCP
 	// keepalive, on unless this is negative); a hung process that never
-	// sent HUGZ is not detected.
+	// sent HUGZ is not detected, unless ZMTPHeartbeat is on.
 	HeartbeatTimeout time.Duration
 	// ZMTPHeartbeat, above 0, turns on ZMTP heartbeats (PING/PONG, libzmq's
-	// ZMQ_HEARTBEAT_IVL) at this interval on the client's sockets. A server
-	// from which nothing arrives for ZMTPHeartbeatTimeout (default three
-	// intervals) after a PING is taken for gone: libzmq drops the
-	// connection and the client re-joins, as on any dropped connection.
-	// That finds a hung server that sends no HUGZ (the Guide's Model Five,
-	// clonesrv --hugz 0), such as a stopped process, whose kernel still
-	// answers TCP keepalive. Off by default, as on the server: a PONG
-	// waits behind the updates the subscriber has not read, so a client
-	// that falls behind by more than the timeout is dropped and re-joins
-	// (and libzmq 4.3 has aborted on reconnecting a SUB dropped so with a
-	// full queue, zeromq/libzmq#3937).
+	// ZMQ_HEARTBEAT_IVL) at this interval on the client's subscriber. A
+	// server from which nothing arrives on it for ZMTPHeartbeatTimeout
+	// (default three intervals; not shorter than the interval) after a
+	// PING is taken for gone: libzmq drops the connection and the client
+	// re-joins, as on any dropped connection. That finds a hung server
+	// that sends no HUGZ (the Guide's Model Five, clonesrv --hugz 0), such
+	// as a stopped process, whose kernel still answers TCP keepalive. Off
+	// by default, as on the server: a PONG waits behind the updates the
+	// subscriber has not read, so a client that falls behind by more than
+	// the timeout is dropped and re-joins (and libzmq 4.3 has aborted on
+	// reconnecting a SUB dropped so with a full queue, zeromq/libzmq#3937).
+	// The writing socket and the snapshot DEALER get none: a server that
+	// pushes back on writers (a full collector queue, an election) reads
+	// no PINGs meanwhile, and a dropped writing connection would lose the
+	// updates in its buffers; a stalled snapshot is JoinTimeout's.
 	ZMTPHeartbeat, ZMTPHeartbeatTimeout time.Duration
 	// Collector is the server's collector socket kind: CollectorPull
 	// (default, the client writes on a PUSH) or CollectorSub (a PUB).
@@ -252,6 +256,9 @@ func (o Options) withDefaults() (Options, []endpoint, error) {
 	}
 	if o.ZMTPHeartbeat > 0 && o.ZMTPHeartbeatTimeout <= 0 {
 		o.ZMTPHeartbeatTimeout = 3 * o.ZMTPHeartbeat
+	}
+	if o.ZMTPHeartbeat > 0 && o.ZMTPHeartbeatTimeout < o.ZMTPHeartbeat {
+		return o, nil, fmt.Errorf("clonekv client: ZMTP heartbeat timeout %v is shorter than the interval %v", o.ZMTPHeartbeatTimeout, o.ZMTPHeartbeat)
 	}
 	if o.Linger == 0 {
 		o.Linger = time.Second

@@ -94,7 +94,7 @@ func openSession(zctx *zmq.Context, ep endpoint, idx int, o *Options, strict boo
 	if err = s.sub.Connect(ep.addr(1)); err != nil {
 		return nil, fmt.Errorf("connect subscriber to %s: %w", ep.addr(1), err)
 	}
-	wopts := transport.Options{SndHWM: o.PushSndHWM, Linger: o.Linger, CurveClient: o.Curve, Heartbeat: o.zmtpHeartbeat()}
+	wopts := transport.Options{SndHWM: o.PushSndHWM, Linger: o.Linger, CurveClient: o.Curve}
 	if o.Collector == CollectorSub {
 		if s.push, err = transport.NewSocket(zctx, zmq.XPUB, wopts); err != nil {
 			return nil, fmt.Errorf("updates socket for %s: %w", ep.name, err)
@@ -120,7 +120,7 @@ func openSession(zctx *zmq.Context, ep endpoint, idx int, o *Options, strict boo
 // abandoned snapshot can be mistaken for the next one.
 func (s *session) newDealer(zctx *zmq.Context, o *Options) error {
 	s.closeDealer()
-	d, err := transport.Connect(zctx, zmq.DEALER, s.ep.addr(0), transport.Options{CurveClient: o.Curve, Heartbeat: o.zmtpHeartbeat()})
+	d, err := transport.Connect(zctx, zmq.DEALER, s.ep.addr(0), transport.Options{CurveClient: o.Curve})
 	if err != nil {
 		return fmt.Errorf("snapshot socket for %s: %w", s.ep.name, err)
 	}

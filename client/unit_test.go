@@ -1,6 +1,7 @@
 package client
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -102,5 +103,12 @@ func TestZMTPHeartbeatOptions(t *testing.T) {
 		if (got == nil) != (tc.want == nil) || got != nil && *got != *tc.want {
 			t.Errorf("ZMTPHeartbeat %v, timeout %v: transport setting %+v, want %+v", tc.ivl, tc.timeout, got, tc.want)
 		}
+	}
+}
+
+func TestZMTPHeartbeatTimeoutShorterThanInterval(t *testing.T) {
+	_, _, err := Options{Endpoints: []string{"127.0.0.1:5556"}, ZMTPHeartbeat: time.Second, ZMTPHeartbeatTimeout: 500 * time.Millisecond}.withDefaults()
+	if err == nil || !strings.Contains(err.Error(), "shorter than the interval") {
+		t.Fatalf("timeout below the interval: %v", err)
 	}
 }

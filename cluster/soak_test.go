@@ -35,7 +35,7 @@ func TestClusterSoak(t *testing.T) {
 	if v := os.Getenv("CLUSTER_SOAK_SEED"); v != "" {
 		s, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
-			t.Fatalf("CLUSTER_SOAK_SEED=%q: want the decimal seed a run printed", v)
+			t.Fatalf("CLUSTER_SOAK_SEED=%q: %v (want the decimal seed a run printed)", v, err)
 		}
 		seed = s
 	}

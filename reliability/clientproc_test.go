@@ -117,6 +117,23 @@ func (c *clientProc) latest() (clientLine, int) {
 	return c.last, c.n
 }
 
+// quiet waits (up to 10s) until the process has printed nothing for d,
+// as a stopped one does once its pipe is drained, and returns its last
+// line.
+func (c *clientProc) quiet(t testing.TB, d time.Duration) clientLine {
+	t.Helper()
+	last, n := c.latest()
+	since := time.Now()
+	waitFor(t, 10*time.Second, fmt.Sprintf("client process silent for %v", d), func() bool {
+		l, m := c.latest()
+		if m != n {
+			last, n, since = l, m, time.Now()
+		}
+		return time.Since(since) >= d
+	})
+	return last
+}
+
 func (c *clientProc) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
 	if err := c.cmd.Process.Signal(sig); err != nil {

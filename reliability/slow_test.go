@@ -123,21 +123,21 @@ type memPeaks struct {
 	nonGo int64
 }
 
-// peakMem samples a clonesrv process's RSS every 50ms for d, and its Go
-// runtime's memory from /metrics at base every 200ms, and returns the peaks.
+// peakMem samples a clonesrv process's RSS every 50ms for d, and every
+// 200ms its Go runtime's memory from /metrics at base followed at once by
+// the RSS again (so that the two readings subtracted are of one moment),
+// and returns the peaks.
 func peakMem(t testing.TB, pid int, base string, d time.Duration) memPeaks {
 	t.Helper()
 	var peak memPeaks
-	var goHeld int64
 	next := time.Now()
 	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(next) {
-			goHeld = goRuntimeHeld(t, base)
+		if !time.Now().Before(next) {
+			goHeld := goRuntimeHeld(t, base)
+			peak.nonGo = max(peak.nonGo, rss(t, pid)-goHeld)
 			next = time.Now().Add(200 * time.Millisecond)
 		}
-		r := rss(t, pid)
-		peak.rss = max(peak.rss, r)
-		peak.nonGo = max(peak.nonGo, r-goHeld)
+		peak.rss = max(peak.rss, rss(t, pid))
 	}
 	return peak
 }
@@ -256,11 +256,10 @@ func TestSlowSubscriber(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Its last line is at most 100ms old: a re-join in those 100ms would
-	// be credited to the stall. Unlikely, and it would not hide a client
-	// that never notices its gap, which phase 3 is about.
-	clientAt, _ := cp.latest()
 	cp.signal(t, syscall.SIGSTOP)
+	// Its state as it stopped is its last line: wait until the lines it
+	// printed before the signal have all been read (none for 500ms).
+	clientAt := cp.quiet(t, 500*time.Millisecond)
 	fast.take()
 	sent2 := blast.sent.Load()
 	peak2 := peakMem(t, p.pid(), base, phase)

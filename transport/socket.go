@@ -38,8 +38,12 @@ type Options struct {
 type Heartbeat struct {
 	Interval time.Duration
 	Timeout  time.Duration
-	TTL      time.Duration
+	TTL      time.Duration // at most MaxHeartbeatTTL (longer is cut to it)
 }
+
+// MaxHeartbeatTTL is the longest TTL a ZMTP PING can carry: libzmq sends
+// it in deciseconds in 16 bits, and refuses a longer ZMQ_HEARTBEAT_TTL.
+const MaxHeartbeatTTL = 65535 * 100 * time.Millisecond
 
 // CurveServer holds a server's CURVE secret key (Z85).
 type CurveServer struct {
@@ -138,6 +142,7 @@ func applyOptions(sock *zmq.Socket, o Options) error {
 		if ttl <= 0 {
 			ttl = 3 * h.Interval
 		}
+		ttl = min(ttl, MaxHeartbeatTTL)
 		if err := sock.SetHeartbeatIvl(h.Interval); err != nil {
 			return fmt.Errorf("heartbeat_ivl: %w", err)
 		}

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"testing"
+	"time"
 
 	zmq "github.com/pebbe/zmq4"
 )
@@ -27,5 +28,23 @@ func TestOptionsSetKernelBuffers(t *testing.T) {
 		if (want == 0 && got > 0) || (want > 0 && got != want) {
 			t.Errorf("SndBuf %d: socket reports %d", want, got)
 		}
+	}
+}
+
+// TestHeartbeatTTLCapped: a TTL past what a ZMTP PING can carry is cut to
+// MaxHeartbeatTTL (libzmq refuses it with EINVAL otherwise), and the
+// longest it can carry is accepted.
+func TestHeartbeatTTLCapped(t *testing.T) {
+	zctx, err := zmq.NewContext()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zctx.Term()
+	for _, ttl := range []time.Duration{MaxHeartbeatTTL, 3 * time.Hour} {
+		sock, err := NewSocket(zctx, zmq.SUB, Options{Heartbeat: &Heartbeat{Interval: time.Hour, Timeout: 3 * time.Hour, TTL: ttl}})
+		if err != nil {
+			t.Fatalf("TTL %v: %v", ttl, err)
+		}
+		sock.Close()
 	}
 }

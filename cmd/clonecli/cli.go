@@ -90,7 +90,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.DurationVar(&g.heartbeatTimeout, "heartbeat-timeout", g.heartbeatTimeout,
 		"watch, demo: re-join (or fail over) when a server that sends HUGZ sends nothing for this long; 0 turns silence detection off")
 	fs.DurationVar(&g.zmtpHeartbeat, "zmtp-heartbeat", g.zmtpHeartbeat,
-		"ZMTP heartbeats (PING/PONG) at this interval, timing out after three: finds a hung server that sends no HUGZ (a stopped process); a watcher that falls that far behind is dropped and re-joins too. 0: off")
+		"ZMTP heartbeats (PING/PONG) on the subscriber at this interval, timing out after three: finds a hung server that sends no HUGZ (a stopped process); a watcher that falls that far behind is dropped and re-joins too. 0: off")
 	fs.StringVar(&g.curveKeyFile, "curve-key-file", g.curveKeyFile,
 		"this client's CURVE key pair file NAME.key from clonecli keygen (env "+EnvCurveKeyFile+"; needs --curve-server-key-file)")
 }

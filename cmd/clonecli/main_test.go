@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
+	"github.com/clonekv/clonekv/client"
 	"github.com/clonekv/clonekv/internal/testkit"
 	"github.com/clonekv/clonekv/kvmsg"
 	"github.com/clonekv/clonekv/server"
@@ -400,11 +402,35 @@ func TestJoinWhileUpdating(t *testing.T) {
 	t.Logf("dump printed %d keys; watch checked %d updates", len(keys), updates)
 }
 
-// TestZMTPHeartbeatFlag: --zmtp-heartbeat turns ZMTP heartbeats on for
-// every command (a set and a get through them work); a negative one is a
-// usage error.
+// TestZMTPHeartbeatFlag: --zmtp-heartbeat, before or after the command,
+// becomes the client's Options.ZMTPHeartbeat (a set and a get through it
+// work against a server); a negative one is a usage error.
 func TestZMTPHeartbeatFlag(t *testing.T) {
 	t.Parallel()
+	for _, args := range [][]string{{"--zmtp-heartbeat", "250ms", "get", "/k"}, {"get", "--zmtp-heartbeat", "250ms", "/k"}} {
+		g := &globals{server: defaultServer, timeout: time.Second, logLevel: "warn", collector: "pull", heartbeatTimeout: 3 * time.Second, getenv: func(string) string { return "" }}
+		top := flag.NewFlagSet("clonecli", flag.ContinueOnError)
+		top.SetOutput(io.Discard)
+		g.register(top)
+		if err := top.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		rest := top.Args()
+		fs := flag.NewFlagSet(rest[0], flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		g.register(fs)
+		if err := fs.Parse(rest[1:]); err != nil {
+			t.Fatal(err)
+		}
+		inv := &invocation{Ctx: context.Background(), Name: rest[0], Flags: fs, Stdout: io.Discard, Stderr: io.Discard, g: g}
+		o, err := inv.options("", client.FilterLocal)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.ZMTPHeartbeat != 250*time.Millisecond {
+			t.Errorf("%q: Options.ZMTPHeartbeat %v, want 250ms", args, o.ZMTPHeartbeat)
+		}
+	}
 	ep := startServer(t)
 	cli(t, nil, "--server", ep, "--zmtp-heartbeat", "100ms", "set", "/t/hb", "on").must(t, 0)
 	if r := cli(t, nil, "get", "--zmtp-heartbeat", "100ms", "--server", ep, "/t/hb").must(t, 0); r.stdout != "on\n" {
