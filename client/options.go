@@ -119,8 +119,10 @@ type Options struct {
 	// as a stopped process, whose kernel still answers TCP keepalive. Off
 	// by default, as on the server: a PONG waits behind the updates the
 	// subscriber has not read, so a client that falls behind by more than
-	// the timeout is dropped and re-joins (and libzmq 4.3 has aborted on
-	// reconnecting a SUB dropped so with a full queue, zeromq/libzmq#3937).
+	// the timeout is dropped and re-joins (and libzmq 4.3 is reported to
+	// abort on reconnecting a SUB dropped so with a full queue,
+	// zeromq/libzmq#3937, though none did in clonekv's runs: see
+	// server.DefaultZMTPHeartbeat).
 	// The writing socket and the snapshot DEALER get none: a server that
 	// pushes back on writers (a full collector queue, an election) reads
 	// no PINGs meanwhile, and a dropped writing connection would lose the

@@ -75,7 +75,7 @@ func defineFlags(fs *flag.FlagSet, f *flags) {
 	fs.IntVar(&cfg.MaxWaitingPerPeer, "max-waiting-per-peer", server.DefaultMaxWaitingPerPeer, "snapshot requests queued from one client; past it refused=too_many_requests")
 	fs.DurationVar(&cfg.SnapshotDeadline, "snapshot-deadline", server.DefaultSnapshotDeadline, "end a snapshot stream whose client takes nothing for this long (KTHXBAI refused=stalled)")
 	fs.Int64Var(&cfg.ResumeWindow, "resume-window", server.DefaultResumeWindow, "bytes of recent updates kept so that a reconnecting clonekv client gets only what it missed (resume); 0 turns resume off")
-	fs.DurationVar(&cfg.ZMTPHeartbeat, "zmtp-heartbeat", server.DefaultZMTPHeartbeat, "ZMTP heartbeat (PING) interval on every socket; 0 (the default) leaves them off: with libzmq 4.3 a slow client dropped by a heartbeat timeout can abort in libzmq when it reconnects (README)")
+	fs.DurationVar(&cfg.ZMTPHeartbeat, "zmtp-heartbeat", server.DefaultZMTPHeartbeat, "ZMTP heartbeat (PING) interval on every socket; 0 (the default) leaves them off: a client that falls behind by the timeout is dropped too, and libzmq 4.3 is reported to abort some peers that reconnect after such a drop (README)")
 	fs.DurationVar(&cfg.ZMTPHeartbeatTimeout, "zmtp-heartbeat-timeout", server.DefaultZMTPHeartbeatTimeout, "disconnect a peer from which nothing arrives this long after a PING (a vanished host, a stopped process)")
 	fs.DurationVar(&cfg.PubLinger, "pub-linger", time.Second, "how long shutdown keeps flushing published updates")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", server.DefaultShutdownTimeout, "bound on the graceful stop after SIGINT/SIGTERM (drain, publish, flush); then stop at once. Keep systemd's TimeoutStopSec above it")
