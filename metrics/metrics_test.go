@@ -12,10 +12,9 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/clonekv/clonekv/actors"
+	"github.com/clonekv/clonekv/internal/testkit"
 	"github.com/clonekv/clonekv/kvmsg"
 	"github.com/clonekv/clonekv/server"
 	"github.com/clonekv/clonekv/transport"
@@ -62,54 +61,6 @@ func startServer(t *testing.T, cfg server.Config) (*server.Server, string) {
 		t.Fatal("server not ready in 10s")
 	}
 	return srv, "http://" + hs.Addr()
-}
-
-func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
-	t.Helper()
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("/metrics: %s", resp.Status)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse /metrics: %v", err)
-	}
-	return fams
-}
-
-// value returns the sample of family name whose labels are exactly
-// labels ("k=v" pairs), or -1 when absent. Summaries give their count.
-func value(fams map[string]*dto.MetricFamily, name string, labels ...string) float64 {
-	f := fams[name]
-	if f == nil {
-		return -1
-	}
-next:
-	for _, m := range f.Metric {
-		if len(m.Label) != len(labels) {
-			continue
-		}
-		for i, l := range m.Label {
-			if l.GetName()+"="+l.GetValue() != labels[i] {
-				continue next
-			}
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Gauge != nil:
-			return m.Gauge.GetValue()
-		case m.Summary != nil:
-			return float64(m.Summary.GetSampleCount())
-		}
-	}
-	return -1
 }
 
 func connect(t *testing.T, zctx *zmq.Context, typ zmq.Type, port int, opts transport.Options) *zmq.Socket {
@@ -212,10 +163,10 @@ func TestMetricsMatchScriptedWorkload(t *testing.T) {
 	// them, then compare one scrape exactly.
 	var fams map[string]*dto.MetricFamily
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		fams = scrape(t, base)
-		if value(fams, "clonekv_committed_last_sequence") == 1003 && value(fams, "clonekv_updates_published_total") == 1003 &&
-			value(fams, "clonekv_snapshots_served_total") == 3 && value(fams, "clonekv_connections", "socket=publisher") == 1 &&
-			value(fams, "clonekv_expiry_backlog") == 0 {
+		fams = testkit.ScrapeMetrics(t, base)
+		if testkit.MetricValue(fams, "clonekv_committed_last_sequence") == 1003 && testkit.MetricValue(fams, "clonekv_updates_published_total") == 1003 &&
+			testkit.MetricValue(fams, "clonekv_snapshots_served_total") == 3 && testkit.MetricValue(fams, "clonekv_connections", "socket=publisher") == 1 &&
+			testkit.MetricValue(fams, "clonekv_expiry_backlog") == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -259,23 +210,23 @@ func TestMetricsMatchScriptedWorkload(t *testing.T) {
 		{"clonekv_committed_updates_total", []string{"kind=expire"}, 3},
 		{"clonekv_committed_last_sequence", nil, 1003},
 	} {
-		if got := value(fams, w.name, w.labels...); got != w.want {
+		if got := testkit.MetricValue(fams, w.name, w.labels...); got != w.want {
 			t.Errorf("%s%v = %v, want %v", w.name, w.labels, got, w.want)
 		}
 	}
 	if n := len(fams["clonekv_updates_rejected_total"].GetMetric()); n != 3 {
 		t.Errorf("%d reject series, want 3", n)
 	}
-	if b := value(fams, "clonekv_resume_window_bytes"); b < 1003*32 || b > 1003*64 {
+	if b := testkit.MetricValue(fams, "clonekv_resume_window_bytes"); b < 1003*32 || b > 1003*64 {
 		t.Errorf("resume window of 1003 small updates: %v bytes", b)
 	}
-	if s := value(fams, "clonekv_resume_window_seconds"); s <= 0 || s > 60 {
+	if s := testkit.MetricValue(fams, "clonekv_resume_window_seconds"); s <= 0 || s > 60 {
 		t.Errorf("resume window spans %v s", s)
 	}
-	if b := value(fams, "clonekv_resume_bytes_total", "result=delta"); b <= 0 {
+	if b := testkit.MetricValue(fams, "clonekv_resume_bytes_total", "result=delta"); b <= 0 {
 		t.Errorf("resume bytes %v", b)
 	}
-	if value(fams, "go_goroutines") <= 0 {
+	if testkit.MetricValue(fams, "go_goroutines") <= 0 {
 		t.Error("no Go runtime metrics")
 	}
 }
@@ -357,10 +308,10 @@ func TestHandlerSeries(t *testing.T) {
 	}
 	var fams map[string]*dto.MetricFamily
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		fams = scrape(t, base)
-		if value(fams, "clonekv_committed_last_sequence") == 50 &&
-			value(fams, "clonekv_handler_handled_updates_total", "handler=panicky") == 50 &&
-			value(fams, "clonekv_handler_dropped_updates_total", "handler=stuck") > 0 {
+		fams = testkit.ScrapeMetrics(t, base)
+		if testkit.MetricValue(fams, "clonekv_committed_last_sequence") == 50 &&
+			testkit.MetricValue(fams, "clonekv_handler_handled_updates_total", "handler=panicky") == 50 &&
+			testkit.MetricValue(fams, "clonekv_handler_dropped_updates_total", "handler=stuck") > 0 {
 			break
 		}
 	}
@@ -378,7 +329,7 @@ func TestHandlerSeries(t *testing.T) {
 		{"clonekv_handler_lag_sequences", "metrics", func(v float64) bool { return v == 0 }, "0"},
 		{"clonekv_handler_panics_total", "metrics", func(v float64) bool { return v == 0 }, "0"},
 	} {
-		if v := value(fams, w.name, "handler="+w.handler); !w.ok(v) {
+		if v := testkit.MetricValue(fams, w.name, "handler="+w.handler); !w.ok(v) {
 			t.Errorf("%s{handler=%q} = %v, want %s", w.name, w.handler, v, w.want)
 		}
 	}

@@ -1,11 +1,8 @@
 package reliability
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -132,12 +129,14 @@ func peakMem(t testing.TB, pid int, base string, d time.Duration) memPeaks {
 	var peak memPeaks
 	next := time.Now()
 	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
-		if !time.Now().Before(next) {
-			goHeld := goRuntimeHeld(t, base)
-			peak.nonGo = max(peak.nonGo, rss(t, pid)-goHeld)
-			next = time.Now().Add(200 * time.Millisecond)
+		if time.Now().Before(next) {
+			peak.rss = max(peak.rss, rss(t, pid))
+			continue
 		}
-		peak.rss = max(peak.rss, rss(t, pid))
+		goHeld := goRuntimeHeld(t, base)
+		r := rss(t, pid)
+		peak.rss, peak.nonGo = max(peak.rss, r), max(peak.nonGo, r-goHeld)
+		next = time.Now().Add(200 * time.Millisecond)
 	}
 	return peak
 }
@@ -146,37 +145,10 @@ func peakMem(t testing.TB, pid int, base string, d time.Duration) memPeaks {
 // from a server's /metrics.
 func goRuntimeHeld(t testing.TB, base string) int64 {
 	t.Helper()
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(base + "/metrics")
-	if err != nil {
-		t.Fatalf("/metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	var sys, released float64
-	var found int
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
-		}
-		var dst *float64
-		switch name {
-		case "go_memstats_sys_bytes":
-			dst = &sys
-		case "go_memstats_heap_released_bytes":
-			dst = &released
-		default:
-			continue
-		}
-		if *dst, err = strconv.ParseFloat(value, 64); err != nil {
-			t.Fatalf("/metrics: %s: %v", name, err)
-		}
-		found++
-	}
-	if found != 2 {
-		t.Fatalf("/metrics: go_memstats_sys_bytes and go_memstats_heap_released_bytes not both found (%d)", found)
+	fams := testkit.ScrapeMetrics(t, base)
+	sys, released := testkit.MetricValue(fams, "go_memstats_sys_bytes"), testkit.MetricValue(fams, "go_memstats_heap_released_bytes")
+	if sys < 0 || released < 0 {
+		t.Fatalf("/metrics: go_memstats_sys_bytes %v, go_memstats_heap_released_bytes %v (-1: absent)", sys, released)
 	}
 	return int64(sys - released)
 }
