@@ -315,11 +315,18 @@ func (n *Node) Close(ctx context.Context) error {
 }
 
 func (n *Node) closeStores() error {
-	var errs []error
-	for i := len(n.closers) - 1; i >= 0; i-- {
-		errs = append(errs, n.closers[i]())
-	}
+	err := closeInReverse(n.closers)
 	n.closers = nil
+	return err
+}
+
+// closeInReverse runs closers last first (the stores' closers are in the
+// order they were opened) and joins their errors.
+func closeInReverse(closers []func() error) error {
+	var errs []error
+	for i := len(closers) - 1; i >= 0; i-- {
+		errs = append(errs, closers[i]())
+	}
 	return errors.Join(errs...)
 }
 

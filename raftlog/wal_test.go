@@ -1,7 +1,6 @@
 package raftlog
 
 import (
-	"errors"
 	"fmt"
 	"testing"
 
@@ -30,11 +29,7 @@ func TestLogReopensAfterTailTruncation(t *testing.T) {
 	}
 	closeLog := func(st *stores) {
 		t.Helper()
-		var errs []error
-		for i := len(st.closers) - 1; i >= 0; i-- {
-			errs = append(errs, st.closers[i]())
-		}
-		if err := errors.Join(errs...); err != nil {
+		if err := closeInReverse(st.closers); err != nil {
 			t.Fatal(err)
 		}
 	}
