@@ -292,12 +292,8 @@ func (o Options) withDefaults() (Options, []endpoint, error) {
 }
 
 // zmtpHeartbeat is the transport setting for ZMTPHeartbeat (nil: off).
-// The TTL asks the server to drop this client after the same silence.
 func (o *Options) zmtpHeartbeat() *transport.Heartbeat {
-	if o.ZMTPHeartbeat <= 0 {
-		return nil
-	}
-	return &transport.Heartbeat{Interval: o.ZMTPHeartbeat, Timeout: o.ZMTPHeartbeatTimeout, TTL: o.ZMTPHeartbeatTimeout}
+	return transport.HeartbeatEvery(o.ZMTPHeartbeat, o.ZMTPHeartbeatTimeout)
 }
 
 // endpoint is one server: its three addresses.

@@ -361,8 +361,5 @@ func (c *Config) maxCollectorFrame() int64 {
 
 // heartbeat is the ZMTP heartbeat option of the server's sockets (nil: off).
 func (c *Config) heartbeat() *transport.Heartbeat {
-	if c.ZMTPHeartbeat <= 0 {
-		return nil
-	}
-	return &transport.Heartbeat{Interval: c.ZMTPHeartbeat, Timeout: c.ZMTPHeartbeatTimeout, TTL: c.ZMTPHeartbeatTimeout}
+	return transport.HeartbeatEvery(c.ZMTPHeartbeat, c.ZMTPHeartbeatTimeout)
 }

@@ -41,6 +41,17 @@ type Heartbeat struct {
 	TTL      time.Duration // at most MaxHeartbeatTTL (longer is cut to it)
 }
 
+// HeartbeatEvery is the setting clonekv's server and client use: a PING
+// every interval, a peer silent for timeout after one dropped, and the same
+// timeout asked of the peer as the TTL. Nil (off) when interval is not
+// above 0.
+func HeartbeatEvery(interval, timeout time.Duration) *Heartbeat {
+	if interval <= 0 {
+		return nil
+	}
+	return &Heartbeat{Interval: interval, Timeout: timeout, TTL: timeout}
+}
+
 // MaxHeartbeatTTL is the longest TTL a ZMTP PING can carry: libzmq sends
 // it in deciseconds in 16 bits, and refuses a longer ZMQ_HEARTBEAT_TTL.
 const MaxHeartbeatTTL = 65535 * 100 * time.Millisecond
