@@ -287,8 +287,10 @@ func (inv *invocation) hint(last string) string {
 	}
 }
 
-// run is the whole command, for tests: it returns the exit code.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+// parseGlobals reads the global flags before the command (their defaults
+// from the environment through getenv) and returns them, the flag set that
+// holds them (for usage) and the rest: the command and its arguments.
+func parseGlobals(args []string, getenv func(string) string) (*globals, *flag.FlagSet, []string, error) {
 	g := &globals{server: defaultServer, timeout: 5 * time.Second, logLevel: "warn", collector: "pull", heartbeatTimeout: 3 * time.Second, getenv: getenv}
 	if s := getenv(EnvServer); s != "" {
 		g.server = s
@@ -303,7 +305,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	top := flag.NewFlagSet("clonecli", flag.ContinueOnError)
 	top.SetOutput(io.Discard)
 	g.register(top)
-	if err := top.Parse(args); err != nil {
+	err := top.Parse(args)
+	return g, top, top.Args(), err
+}
+
+// newInvocation is what command name gets: a flag set of its own that also
+// holds the global flags (so that they may follow the command), and args.
+func newInvocation(ctx context.Context, name string, args []string, g *globals, stdout, stderr io.Writer) *invocation {
+	fs := flag.NewFlagSet("clonecli "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	g.register(fs)
+	return &invocation{Ctx: ctx, Name: name, Flags: fs, Stdout: stdout, Stderr: stderr, args: args, g: g}
+}
+
+// run is the whole command, for tests: it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	g, top, rest, err := parseGlobals(args, getenv)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			usage(stdout, top)
 			return exitOK
@@ -311,7 +329,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintf(stderr, "clonecli: %v (run \"clonecli help\")\n", err)
 		return exitUsage
 	}
-	rest := top.Args()
 	if len(rest) == 0 {
 		usage(stderr, top)
 		return exitUsage
@@ -335,11 +352,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintf(stderr, "clonecli: unknown command %q (run \"clonecli help\")\n", name)
 		return exitUsage
 	}
-	fs := flag.NewFlagSet("clonecli "+name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	g.register(fs)
-	inv := &invocation{Ctx: ctx, Name: name, Flags: fs, Stdout: stdout, Stderr: stderr, args: rest, g: g}
-	err := cmd.run(inv)
+	inv := newInvocation(ctx, name, rest, g, stdout, stderr)
+	err = cmd.run(inv)
 	var ue *usageError
 	var nf *notFoundError
 	switch {
@@ -347,8 +361,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return exitOK
 	case errors.Is(err, flag.ErrHelp):
 		fmt.Fprintf(stdout, "Usage: clonecli %s %s\n\n%s.\n\nFlags:\n", cmd.name, cmd.args, cmd.summary)
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
+		inv.Flags.SetOutput(stdout)
+		inv.Flags.PrintDefaults()
 		return exitOK
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "clonecli: %v\n", err)

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -408,21 +407,14 @@ func TestJoinWhileUpdating(t *testing.T) {
 func TestZMTPHeartbeatFlag(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{{"--zmtp-heartbeat", "250ms", "get", "/k"}, {"get", "--zmtp-heartbeat", "250ms", "/k"}} {
-		g := &globals{server: defaultServer, timeout: time.Second, logLevel: "warn", collector: "pull", heartbeatTimeout: 3 * time.Second, getenv: func(string) string { return "" }}
-		top := flag.NewFlagSet("clonecli", flag.ContinueOnError)
-		top.SetOutput(io.Discard)
-		g.register(top)
-		if err := top.Parse(args); err != nil {
+		g, _, rest, err := parseGlobals(args, func(string) string { return "" })
+		if err != nil {
 			t.Fatal(err)
 		}
-		rest := top.Args()
-		fs := flag.NewFlagSet(rest[0], flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		g.register(fs)
-		if err := fs.Parse(rest[1:]); err != nil {
+		inv := newInvocation(context.Background(), rest[0], rest[1:], g, io.Discard, io.Discard)
+		if _, err := inv.Parse(1, 1); err != nil {
 			t.Fatal(err)
 		}
-		inv := &invocation{Ctx: context.Background(), Name: rest[0], Flags: fs, Stdout: io.Discard, Stderr: io.Discard, g: g}
 		o, err := inv.options("", client.FilterLocal)
 		if err != nil {
 			t.Fatal(err)
