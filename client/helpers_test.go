@@ -120,6 +120,14 @@ func set(t testing.TB, push *zmq.Socket, key, value string) {
 	}
 }
 
+// setEach sets the n keys fmt.Sprintf(format, i), i from 0, to value.
+func setEach(t testing.TB, push *zmq.Socket, n int, format, value string) {
+	t.Helper()
+	for i := range n {
+		set(t, push, fmt.Sprintf(format, i), value)
+	}
+}
+
 // snapshotOf fetches a fresh snapshot (ICANHAZ? on a new DEALER) of subtree
 // from the server at port: the reference a client must equal.
 func snapshotOf(t testing.TB, port int, subtree string) (map[string]string, int64) {

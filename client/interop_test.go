@@ -49,9 +49,7 @@ func TestAgainstSeedDesignServer(t *testing.T) {
 	if _, err := c.DeleteWait(wctx, "/seed/000"); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 50 {
-		set(t, push, fmt.Sprintf("/seed/%03d", i), "again")
-	}
+	setEach(t, push, 50, "/seed/%03d", "again")
 	assertMatches(t, c, srv.Port(), "")
 	if st := c.Stats(); st.Resyncs != 0 {
 		t.Fatalf("re-joined against the seed server: %+v", st)

@@ -74,9 +74,7 @@ func TestServerProcessRestart(t *testing.T) {
 	events := c.Watch(t.Context())
 	p := newRawPeer(t)
 	push := p.pusher(port)
-	for i := range 30 {
-		set(t, push, fmt.Sprintf("/old/%02d", i), "before")
-	}
+	setEach(t, push, 30, "/old/%02d", "before")
 	waitSeq(t, port, 30)
 	assertMatches(t, c, port, "")
 	if n := c.Snapshot().Len(); n != 30 {
@@ -91,9 +89,7 @@ func TestServerProcessRestart(t *testing.T) {
 	t.Logf("restart noticed (%q) and re-joined %v after the kill; %+v", started.Reason, time.Since(killed).Round(time.Millisecond), done)
 
 	push2 := newRawPeer(t).pusher(port)
-	for i := range 5 {
-		set(t, push2, fmt.Sprintf("/new/%d", i), "after")
-	}
+	setEach(t, push2, 5, "/new/%d", "after")
 	waitSeq(t, port, 5)
 	assertMatches(t, c, port, "")
 	if n := c.Snapshot().Len(); n != 5 {
@@ -122,9 +118,7 @@ func TestRestartSameHistory(t *testing.T) {
 	c := dial(t, Options{Endpoints: []string{fmt.Sprintf("tcp://127.0.0.1:%d", port)}, HeartbeatTimeout: 500 * time.Millisecond})
 	events := c.Watch(t.Context())
 	push := newRawPeer(t).pusher(port)
-	for i := range 30 {
-		set(t, push, fmt.Sprintf("/kept/%02d", i), "before")
-	}
+	setEach(t, push, 30, "/kept/%02d", "before")
 	waitSeq(t, port, 30)
 	assertMatches(t, c, port, "")
 	before := c.Seq()
@@ -188,9 +182,7 @@ func TestZMTPHeartbeatFindsStoppedServer(t *testing.T) {
 	plain := dial(t, Options{Endpoints: ep})
 	events := hb.Watch(t.Context())
 	push := newRawPeer(t).pusher(port)
-	for i := range 10 {
-		set(t, push, fmt.Sprintf("/hb/%d", i), "before")
-	}
+	setEach(t, push, 10, "/hb/%d", "before")
 	waitSeq(t, port, 10)
 	assertMatches(t, hb, port, "")
 	assertMatches(t, plain, port, "")
@@ -227,9 +219,7 @@ func TestZMTPHeartbeatFindsStoppedServer(t *testing.T) {
 	}
 	continued = true
 	nextEvent(t, events, EventResyncDone, 20*time.Second)
-	for i := range 5 {
-		set(t, push, fmt.Sprintf("/hb/%d", i), "after")
-	}
+	setEach(t, push, 5, "/hb/%d", "after")
 	waitSeq(t, port, 15)
 	assertMatches(t, hb, port, "")
 	assertMatches(t, plain, port, "")

@@ -62,9 +62,7 @@ func TestResumeHerd(t *testing.T) {
 	// Updates right after the restart: some clients get them in their
 	// delta, the others on their subscriber.
 	push2 := newRawPeer(t).pusher(port)
-	for i := range 100 {
-		set(t, push2, fmt.Sprintf("/r/%06d", i), "after")
-	}
+	setEach(t, push2, 100, "/r/%06d", "after")
 	top := seq + 100
 	waitFor(t, 120*time.Second, "every client resumed and at the server's sequence", func() bool {
 		for _, c := range clients {

@@ -132,9 +132,7 @@ func TestResumeAcrossDurableRestart(t *testing.T) {
 	c := dial(t, Options{Endpoints: []string{px.endpoint()}, HeartbeatTimeout: 500 * time.Millisecond, JoinTimeout: 5 * time.Second})
 	events := c.Watch(t.Context())
 	push := newRawPeer(t).pusher(port)
-	for i := range 500 {
-		set(t, push, fmt.Sprintf("/r/%06d", i), "before")
-	}
+	setEach(t, push, 500, "/r/%06d", "before")
 	waitSeq(t, port, 500)
 	assertMatches(t, c, port, "")
 
