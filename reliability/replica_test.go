@@ -53,6 +53,13 @@ type replicaState struct {
 	Recv    int // messages received on the SUB (heartbeats included)
 }
 
+// clone is a copy of st that shares nothing with it.
+func (st *replicaState) clone() replicaState {
+	cp := *st
+	cp.Map = maps.Clone(st.Map)
+	return cp
+}
+
 // startReplica starts a replica; rcvHWM is its SUB's receive high-water
 // mark (0: 100000).
 func startReplica(ctx context.Context, zctx *zmq.Context, port int, silence time.Duration, rcvHWM int) *replica {
@@ -233,14 +240,10 @@ func (r *replica) follow(ctx context.Context, s *replicaSocks, st *replicaState)
 func (r *replica) serve(ctx context.Context, st *replicaState) (served, paused bool) {
 	select {
 	case ch := <-r.query:
-		cp := *st
-		cp.Map = maps.Clone(st.Map)
-		ch <- cp
+		ch <- st.clone()
 		return true, false
 	case req := <-r.pause:
-		cp := *st
-		cp.Map = maps.Clone(st.Map)
-		req.at <- cp
+		req.at <- st.clone()
 		select {
 		case <-req.resume:
 		case <-ctx.Done():
